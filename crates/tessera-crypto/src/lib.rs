@@ -1,0 +1,250 @@
+//! Secrets and their hashes: random tokens, keyed and unkeyed digests, Argon2id passwords.
+//!
+//! Everything that compares a secret does so in constant time (`subtle`), and nothing here
+//! logs or formats a secret: token types redact themselves in `Debug`.
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+/// Bytes of entropy in every token, code and client secret (RFC 9700 §2.1, > 128 bits).
+pub const TOKEN_BYTES: usize = 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CryptoError {
+    #[error("the operating system random source failed: {0}")]
+    Random(String),
+    #[error("password hashing failed: {0}")]
+    PasswordHash(String),
+    #[error("malformed master key: {0}")]
+    MasterKey(&'static str),
+}
+
+/// Fills `buf` from the operating system CSPRNG.
+pub fn fill_random(buf: &mut [u8]) -> Result<(), CryptoError> {
+    getrandom::fill(buf).map_err(|e| CryptoError::Random(e.to_string()))
+}
+
+/// A fresh secret: `prefix` followed by 256 random bits in base64url.
+/// Prefixes (`tat_`, `trt_`, …) let secret scanners and our own revocation endpoint tell
+/// token kinds apart without a lookup; they carry no entropy of their own.
+pub fn random_secret(prefix: &str) -> Result<String, CryptoError> {
+    let mut bytes = Zeroizing::new([0u8; TOKEN_BYTES]);
+    fill_random(bytes.as_mut())?;
+    let mut out = String::with_capacity(prefix.len() + 43);
+    out.push_str(prefix);
+    URL_SAFE_NO_PAD.encode_string(bytes.as_ref(), &mut out);
+    Ok(out)
+}
+
+/// A non-secret random identifier (client ids, grant ids, session ids' public part).
+pub fn random_id(bytes: usize) -> Result<String, CryptoError> {
+    let mut buf = vec![0u8; bytes];
+    fill_random(&mut buf)?;
+    Ok(URL_SAFE_NO_PAD.encode(buf))
+}
+
+/// SHA-256 digest under which a high-entropy secret (token, code, client secret) is stored.
+/// Secrets we generate carry 256 bits of entropy, so a fast unkeyed hash cannot be brute
+/// forced; a slow password hash here would only slow the token endpoint (Hydra's lesson).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SecretHash(pub [u8; 32]);
+
+impl SecretHash {
+    pub fn of(secret: &str) -> Self {
+        SecretHash(Sha256::digest(secret.as_bytes()).into())
+    }
+
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        <[u8; 32]>::try_from(bytes).ok().map(SecretHash)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Constant-time equality: whether `secret` hashes to this value.
+    pub fn matches(&self, secret: &str) -> bool {
+        constant_time_eq(&Self::of(secret).0, &self.0)
+    }
+}
+
+impl std::fmt::Debug for SecretHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretHash(..)")
+    }
+}
+
+/// Constant-time comparison of two byte strings (length is not secret).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+/// HMAC-SHA-256, used for CSRF tokens and signed page state.
+pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    // HMAC accepts keys of any length, so construction cannot fail.
+    let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(key) {
+        Ok(mac) => mac,
+        Err(_) => return [0u8; 32],
+    };
+    for part in parts {
+        // Length-prefix each part so that ("ab","c") and ("a","bc") differ.
+        mac.update(&(part.len() as u64).to_be_bytes());
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+/// The server's master key: 32 bytes from which purpose-bound subkeys are derived.
+#[derive(Clone)]
+pub struct MasterKey(Zeroizing<[u8; 32]>);
+
+impl MasterKey {
+    pub fn generate() -> Result<Self, CryptoError> {
+        let mut key = Zeroizing::new([0u8; 32]);
+        fill_random(key.as_mut())?;
+        Ok(MasterKey(key))
+    }
+
+    /// Parses the textual form (base64url of 32 bytes, as written to the key file).
+    pub fn parse(text: &str) -> Result<Self, CryptoError> {
+        let bytes = Zeroizing::new(
+            URL_SAFE_NO_PAD
+                .decode(text.trim())
+                .map_err(|_| CryptoError::MasterKey("not base64url"))?,
+        );
+        let key: [u8; 32] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| CryptoError::MasterKey("must decode to exactly 32 bytes"))?;
+        Ok(MasterKey(Zeroizing::new(key)))
+    }
+
+    pub fn to_text(&self) -> Zeroizing<String> {
+        Zeroizing::new(URL_SAFE_NO_PAD.encode(self.0.as_ref()))
+    }
+
+    /// A subkey bound to `purpose`, so that a CSRF token can never double as signed state.
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        hmac_sha256(self.0.as_ref(), &[b"tessera-subkey-v1", purpose.as_bytes()])
+    }
+}
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKey(..)")
+    }
+}
+
+/// base64url without padding, the encoding of every token and signed blob.
+pub fn b64url(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+pub fn b64url_decode(text: &str) -> Option<Vec<u8>> {
+    URL_SAFE_NO_PAD.decode(text).ok()
+}
+
+/// Argon2id password hashing (RFC 9106 second recommended profile: m=19 MiB, t=2, p=1,
+/// the OWASP minimum), slow on purpose: call it off the async threads.
+#[derive(Clone)]
+pub struct Passwords {
+    argon: Argon2<'static>,
+    dummy_hash: String,
+}
+
+impl Passwords {
+    pub fn new() -> Result<Self, CryptoError> {
+        let params = Params::new(19 * 1024, 2, 1, None)
+            .map_err(|e| CryptoError::PasswordHash(e.to_string()))?;
+        let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+        let dummy_hash = hash_with(&argon, "tessera-dummy-password")?;
+        Ok(Passwords { argon, dummy_hash })
+    }
+
+    pub fn hash(&self, password: &str) -> Result<String, CryptoError> {
+        hash_with(&self.argon, password)
+    }
+
+    /// Verifies `password` against a PHC string. An unparsable stored hash never matches.
+    pub fn verify(&self, password: &str, phc: &str) -> bool {
+        match PasswordHash::new(phc) {
+            Ok(parsed) => self
+                .argon
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    /// Spends the same time as a real verification, for unknown users, so that response
+    /// timing does not reveal which usernames exist.
+    pub fn verify_dummy(&self, password: &str) {
+        let _ = self.verify(password, &self.dummy_hash);
+    }
+}
+
+fn hash_with(argon: &Argon2<'static>, password: &str) -> Result<String, CryptoError> {
+    let mut salt_bytes = [0u8; 16];
+    fill_random(&mut salt_bytes)?;
+    let salt = SaltString::encode_b64(&salt_bytes)
+        .map_err(|e| CryptoError::PasswordHash(e.to_string()))?;
+    argon
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| CryptoError::PasswordHash(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_prefixed_256_bit_and_distinct() {
+        let a = random_secret("tat_").unwrap();
+        let b = random_secret("tat_").unwrap();
+        assert!(a.starts_with("tat_"));
+        assert_eq!(b64url_decode(&a[4..]).unwrap().len(), 32);
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn secret_hash_matches_only_its_secret() {
+        let h = SecretHash::of("s3cret");
+        assert!(h.matches("s3cret"));
+        assert!(!h.matches("s3cret "));
+        assert_eq!(format!("{h:?}"), "SecretHash(..)");
+    }
+
+    #[test]
+    fn passwords_verify_and_reject() {
+        let p = Passwords::new().unwrap();
+        let h = p.hash("correct horse").unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        assert!(p.verify("correct horse", &h));
+        assert!(!p.verify("correct horsE", &h));
+        assert!(!p.verify("x", "not a phc string"));
+    }
+
+    #[test]
+    fn master_key_round_trips_and_derives_distinct_subkeys() {
+        let k = MasterKey::generate().unwrap();
+        let k2 = MasterKey::parse(&k.to_text()).unwrap();
+        assert_eq!(k.derive("csrf"), k2.derive("csrf"));
+        assert_ne!(k.derive("csrf"), k.derive("state"));
+        assert!(MasterKey::parse("short").is_err());
+    }
+
+    #[test]
+    fn hmac_parts_are_length_delimited() {
+        assert_ne!(
+            hmac_sha256(b"k", &[b"ab", b"c"]),
+            hmac_sha256(b"k", &[b"a", b"bc"])
+        );
+    }
+}
