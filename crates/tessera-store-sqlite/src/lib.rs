@@ -1,1 +1,871 @@
+//! The embedded SQLite store.
+//!
+//! Write path: every write is a closure queued to one writer thread, which takes whatever
+//! is queued (up to [`MAX_BATCH`]), runs each in its own savepoint inside one
+//! `BEGIN IMMEDIATE` transaction, commits once, and only then answers every caller. With
+//! `journal_mode=WAL` and `synchronous=FULL` the commit is fsynced before any response
+//! is sent, so an acknowledged grant survives a crash, and one fsync is shared by every
+//! write in the batch (group commit). One writer also makes every atomic step trivially
+//! serialised: two redemptions of one code can never interleave.
+//!
+//! Read path: a small pool of read-only connections used from `spawn_blocking`; WAL lets
+//! them read while the writer writes.
 
+mod migrations;
+
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
+use tessera_core::client::Client;
+use tessera_core::model::{
+    AccessToken, AuthorizationCode, Consent, Grant, Hash, RefreshToken, Session, Tenant,
+    TokenState, User,
+};
+use tessera_core::{ScopeSet, UnixTime};
+use tessera_store::{Issuance, Store, StoreError, StoreResult, Swap};
+
+/// Most writes committed together; bounds the latency one batch adds.
+pub const MAX_BATCH: usize = 512;
+const BUSY_TIMEOUT_MS: u64 = 5000;
+const MAX_IDLE_READERS: usize = 8;
+
+pub struct SqliteStore {
+    writer: mpsc::SyncSender<Box<dyn WriteJob>>,
+    readers: Mutex<Vec<Connection>>,
+    path: PathBuf,
+}
+
+/// A queued write: `run` inside the batch transaction, then `finish` with the commit's
+/// outcome. The caller learns its result only after the commit.
+trait WriteJob: Send {
+    fn run(&mut self, conn: &Connection);
+    fn finish(self: Box<Self>, commit: Result<(), StoreError>);
+}
+
+struct Job<T, F> {
+    op: Option<F>,
+    result: Option<StoreResult<T>>,
+    reply: tokio::sync::oneshot::Sender<StoreResult<T>>,
+}
+
+impl<T: Send, F: FnOnce(&Connection) -> StoreResult<T> + Send> WriteJob for Job<T, F> {
+    fn run(&mut self, conn: &Connection) {
+        if let Some(op) = self.op.take() {
+            self.result = Some(in_savepoint(conn, op));
+        }
+    }
+
+    fn finish(self: Box<Self>, commit: Result<(), StoreError>) {
+        let outcome = match (commit, self.result) {
+            (Ok(()), Some(result)) => result,
+            (Ok(()), None) => Err(StoreError::Internal("write was not run".into())),
+            (Err(e), _) => Err(e),
+        };
+        let _ = self.reply.send(outcome);
+    }
+}
+
+/// One failing step must not undo the other steps of its batch.
+fn in_savepoint<T>(
+    conn: &Connection,
+    op: impl FnOnce(&Connection) -> StoreResult<T>,
+) -> StoreResult<T> {
+    conn.execute_batch("SAVEPOINT step").map_err(map_err)?;
+    match op(conn) {
+        Ok(v) => {
+            conn.execute_batch("RELEASE step").map_err(map_err)?;
+            Ok(v)
+        }
+        Err(e) => {
+            conn.execute_batch("ROLLBACK TO step; RELEASE step")
+                .map_err(map_err)?;
+            Err(e)
+        }
+    }
+}
+
+fn map_err(e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode as C;
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _) => match f.code {
+            C::ConstraintViolation => StoreError::Conflict(e.to_string()),
+            C::DatabaseBusy | C::DatabaseLocked | C::DiskFull | C::ReadOnly | C::CannotOpen
+            | C::SystemIoFailure => StoreError::Unavailable(e.to_string()),
+            _ => StoreError::Internal(e.to_string()),
+        },
+        _ => StoreError::Internal(e.to_string()),
+    }
+}
+
+fn open_connection(path: &Path, read_only: bool) -> StoreResult<Connection> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags).map_err(map_err)?;
+    conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))
+        .map_err(map_err)?;
+    if !read_only {
+        // WAL + FULL: each commit is fsynced to the WAL before the writer answers.
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
+        )
+        .map_err(map_err)?;
+    }
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> StoreResult<()> {
+    // IMMEDIATE: a second process migrating at the same time waits, then sees the result.
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(map_err)?;
+    let current: i64 = tx
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(map_err)?;
+    let known = migrations::MIGRATIONS.len() as i64;
+    if current > known {
+        return Err(StoreError::Internal(format!(
+            "the store was migrated by a newer Tessera (schema {current}, this build knows {known})"
+        )));
+    }
+    for (i, sql) in migrations::MIGRATIONS.iter().enumerate().skip(current as usize) {
+        tx.execute_batch(sql).map_err(map_err)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))
+            .map_err(map_err)?;
+    }
+    tx.commit().map_err(map_err)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, applies migrations, and starts
+    /// the writer thread.
+    pub fn open(path: impl AsRef<Path>) -> StoreResult<SqliteStore> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let mut conn = open_connection(&path, false)?;
+        migrate(&mut conn)?;
+        let (tx, rx) = mpsc::sync_channel::<Box<dyn WriteJob>>(4 * MAX_BATCH);
+        std::thread::Builder::new()
+            .name("tessera-sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx))
+            .map_err(|e| StoreError::Internal(format!("cannot start writer thread: {e}")))?;
+        Ok(SqliteStore {
+            writer: tx,
+            readers: Mutex::new(Vec::new()),
+            path,
+        })
+    }
+
+    /// Parses `sqlite://path` / `sqlite:path` URLs (and bare paths).
+    pub fn path_from_url(url: &str) -> PathBuf {
+        let rest = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .unwrap_or(url);
+        PathBuf::from(rest.split('?').next().unwrap_or(rest))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn write<T, F>(&self, op: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let job = Box::new(Job {
+            op: Some(op),
+            result: None,
+            reply,
+        });
+        let sender = self.writer.clone();
+        // The queue is bounded: when full, wait off the async threads.
+        match sender.try_send(job) {
+            Ok(()) => {}
+            Err(mpsc::TrySendError::Full(job)) => {
+                tokio::task::spawn_blocking(move || sender.send(job))
+                    .await
+                    .map_err(|e| StoreError::Internal(e.to_string()))?
+                    .map_err(|_| StoreError::Unavailable("writer stopped".into()))?;
+            }
+            Err(mpsc::TrySendError::Disconnected(_)) => {
+                return Err(StoreError::Unavailable("writer stopped".into()))
+            }
+        }
+        rx.await
+            .map_err(|_| StoreError::Unavailable("writer stopped".into()))?
+    }
+
+    async fn read<T, F>(self: &Self, op: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let conn = self.readers.lock().ok().and_then(|mut pool| pool.pop());
+        let conn = match conn {
+            Some(c) => c,
+            None => open_connection(&self.path, true)?,
+        };
+        let (conn, result) = tokio::task::spawn_blocking(move || {
+            let result = op(&conn);
+            (conn, result)
+        })
+        .await
+        .map_err(|e| StoreError::Internal(e.to_string()))?;
+        if let Ok(mut pool) = self.readers.lock() {
+            if pool.len() < MAX_IDLE_READERS {
+                pool.push(conn);
+            }
+        }
+        result
+    }
+}
+
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Box<dyn WriteJob>>) {
+    let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(MAX_BATCH);
+    while let Ok(first) = rx.recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let commit = match conn.execute_batch("BEGIN IMMEDIATE") {
+            Ok(()) => {
+                for job in batch.iter_mut() {
+                    job.run(&conn);
+                }
+                let done = conn.execute_batch("COMMIT").map_err(map_err);
+                if done.is_err() {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+                done
+            }
+            Err(e) => Err(map_err(e)),
+        };
+        if let Err(e) = &commit {
+            tracing::error!(error = %e, batch = batch.len(), "store commit failed");
+        }
+        for job in batch.drain(..) {
+            job.finish(match &commit {
+                Ok(()) => Ok(()),
+                Err(StoreError::Unavailable(m)) => Err(StoreError::Unavailable(m.clone())),
+                Err(e) => Err(StoreError::Internal(e.to_string())),
+            });
+        }
+    }
+    // All senders gone: the store was dropped. Closing checkpoints the WAL.
+    let _ = conn.close();
+}
+
+fn hash_of(row: &Row, idx: &str) -> rusqlite::Result<Hash> {
+    let bytes: Vec<u8> = row.get(idx)?;
+    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Blob,
+            "hash is not 32 bytes".into(),
+        )
+    })
+}
+
+fn json_err(e: serde_json::Error) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+}
+
+fn scope_of(row: &Row, idx: &str) -> rusqlite::Result<ScopeSet> {
+    let s: String = row.get(idx)?;
+    ScopeSet::parse(&s).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+fn audiences_of(row: &Row, idx: &str) -> rusqlite::Result<Vec<String>> {
+    let s: String = row.get(idx)?;
+    serde_json::from_str(&s).map_err(json_err)
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> StoreResult<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Internal(e.to_string()))
+}
+
+fn user_from(row: &Row) -> rusqlite::Result<User> {
+    Ok(User {
+        id: row.get("id")?,
+        tenant: row.get("tenant")?,
+        username: row.get("username")?,
+        email: row.get("email")?,
+        name: row.get("name")?,
+        password_hash: row.get("password_hash")?,
+        created_at: row.get("created_at")?,
+    })
+}
+
+fn client_from(row: &Row) -> rusqlite::Result<Client> {
+    let settings: String = row.get("settings")?;
+    let mut client: Client = serde_json::from_str(&settings).map_err(json_err)?;
+    let secret: Option<Vec<u8>> = row.get("secret_hash")?;
+    client.secret_hash = secret.and_then(|s| <[u8; 32]>::try_from(s.as_slice()).ok());
+    Ok(client)
+}
+
+fn grant_from(row: &Row) -> rusqlite::Result<Grant> {
+    Ok(Grant {
+        id: row.get("grant_id")?,
+        client_id: row.get("client_id")?,
+        user_id: row.get("user_id")?,
+        tenant: row.get("tenant")?,
+        scope: scope_of(row, "scope")?,
+        audiences: audiences_of(row, "audiences")?,
+        auth_time: row.get("auth_time")?,
+        created_at: row.get("created_at")?,
+    })
+}
+
+fn insert_grant(conn: &Connection, g: &Grant) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO grants (id, client_id, user_id, tenant, scope, audiences, auth_time, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            g.id,
+            g.client_id,
+            g.user_id,
+            g.tenant,
+            g.scope.to_string(),
+            to_json(&g.audiences).unwrap_or_default(),
+            g.auth_time,
+            g.created_at
+        ])
+    })
+    .map_err(map_err)?;
+    Ok(())
+}
+
+fn insert_issuance(conn: &Connection, iss: &Issuance) -> StoreResult<()> {
+    if let Some(g) = &iss.new_grant {
+        insert_grant(conn, g)?;
+    }
+    let a = &iss.access;
+    conn.prepare_cached(
+        "INSERT INTO access_tokens (hash, grant_id, client_id, user_id, tenant, scope, audiences, issued_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            a.hash.as_slice(),
+            a.grant_id,
+            a.client_id,
+            a.user_id,
+            a.tenant,
+            a.scope.to_string(),
+            to_json(&a.audiences).unwrap_or_default(),
+            a.issued_at,
+            a.expires_at
+        ])
+    })
+    .map_err(map_err)?;
+    if let Some(r) = &iss.refresh {
+        conn.prepare_cached(
+            "INSERT INTO refresh_tokens (hash, grant_id, access_token_hash, issued_at, expires_at, state)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'active')",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                r.hash.as_slice(),
+                r.grant.id,
+                r.access_token_hash.as_ref().map(|h| h.as_slice()),
+                r.issued_at,
+                r.expires_at
+            ])
+        })
+        .map_err(map_err)?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        self.read(|c| {
+            c.query_row("SELECT 1", [], |_| Ok(()))
+                .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn create_tenant(&self, tenant: &Tenant) -> StoreResult<()> {
+        let t = tenant.clone();
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO tenants (id, created_at) VALUES (?1, ?2)",
+                params![t.id, t.created_at],
+            )
+            .map_err(|e| match map_err(e) {
+                StoreError::Conflict(_) => StoreError::Conflict(format!("tenant {:?}", t.id)),
+                other => other,
+            })?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_tenant(&self, id: &str) -> StoreResult<Option<Tenant>> {
+        let id = id.to_owned();
+        self.read(move |c| {
+            c.prepare_cached("SELECT id, created_at FROM tenants WHERE id = ?1")
+                .and_then(|mut s| {
+                    s.query_row([id], |r| {
+                        Ok(Tenant {
+                            id: r.get(0)?,
+                            created_at: r.get(1)?,
+                        })
+                    })
+                    .optional()
+                })
+                .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn list_tenants(&self) -> StoreResult<Vec<Tenant>> {
+        self.read(|c| {
+            let mut s = c
+                .prepare_cached("SELECT id, created_at FROM tenants ORDER BY id")
+                .map_err(map_err)?;
+            let rows = s
+                .query_map([], |r| {
+                    Ok(Tenant {
+                        id: r.get(0)?,
+                        created_at: r.get(1)?,
+                    })
+                })
+                .map_err(map_err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn create_user(&self, user: &User) -> StoreResult<()> {
+        let u = user.clone();
+        self.write(move |c| {
+            let tenant_exists: bool = c
+                .query_row("SELECT 1 FROM tenants WHERE id = ?1", [&u.tenant], |_| Ok(()))
+                .optional()
+                .map_err(map_err)?
+                .is_some();
+            if !tenant_exists {
+                return Err(StoreError::NotFound(format!("tenant {:?}", u.tenant)));
+            }
+            c.execute(
+                "INSERT INTO users (id, tenant, username, email, name, password_hash, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![u.id, u.tenant, u.username, u.email, u.name, u.password_hash, u.created_at],
+            )
+            .map_err(|e| match map_err(e) {
+                StoreError::Conflict(_) => StoreError::Conflict(format!(
+                    "user {:?} in tenant {:?}",
+                    u.username, u.tenant
+                )),
+                other => other,
+            })?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_user(&self, id: &str) -> StoreResult<Option<User>> {
+        let id = id.to_owned();
+        self.read(move |c| {
+            c.prepare_cached("SELECT * FROM users WHERE id = ?1")
+                .and_then(|mut s| s.query_row([id], user_from).optional())
+                .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn find_user(&self, tenant: &str, username: &str) -> StoreResult<Option<User>> {
+        let (tenant, username) = (tenant.to_owned(), username.to_owned());
+        self.read(move |c| {
+            c.prepare_cached("SELECT * FROM users WHERE tenant = ?1 AND username = ?2")
+                .and_then(|mut s| s.query_row([tenant, username], user_from).optional())
+                .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn create_client(&self, client: &Client) -> StoreResult<()> {
+        let settings = to_json(client)?;
+        let cl = client.clone();
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO clients (id, secret_hash, settings, owner, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    cl.id,
+                    cl.secret_hash.as_ref().map(|h| h.as_slice()),
+                    settings,
+                    cl.owner,
+                    cl.created_at
+                ],
+            )
+            .map_err(|e| match map_err(e) {
+                StoreError::Conflict(_) => StoreError::Conflict(format!("client {:?}", cl.id)),
+                other => other,
+            })?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_client(&self, id: &str) -> StoreResult<Option<Client>> {
+        let id = id.to_owned();
+        self.read(move |c| {
+            c.prepare_cached("SELECT secret_hash, settings FROM clients WHERE id = ?1")
+                .and_then(|mut s| s.query_row([id], client_from).optional())
+                .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn list_clients(&self) -> StoreResult<Vec<Client>> {
+        self.read(|c| {
+            let mut s = c
+                .prepare_cached("SELECT secret_hash, settings FROM clients ORDER BY created_at, id")
+                .map_err(map_err)?;
+            let rows = s.query_map([], client_from).map_err(map_err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn delete_client(&self, id: &str) -> StoreResult<bool> {
+        let id = id.to_owned();
+        self.write(move |c| {
+            let sql = "
+                DELETE FROM access_tokens WHERE grant_id IN (SELECT id FROM grants WHERE client_id = ?1);
+                DELETE FROM refresh_tokens WHERE grant_id IN (SELECT id FROM grants WHERE client_id = ?1);
+                DELETE FROM grants WHERE client_id = ?1;
+                DELETE FROM auth_codes WHERE client_id = ?1;
+                DELETE FROM consents WHERE client_id = ?1;";
+            for stmt in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+                c.execute(stmt, [&id]).map_err(map_err)?;
+            }
+            let n = c
+                .execute("DELETE FROM clients WHERE id = ?1", [&id])
+                .map_err(map_err)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn set_client_secret(&self, id: &str, secret_hash: &Hash) -> StoreResult<bool> {
+        let (id, h) = (id.to_owned(), *secret_hash);
+        self.write(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE clients SET secret_hash = ?1 WHERE id = ?2",
+                    params![h.as_slice(), id],
+                )
+                .map_err(map_err)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn create_session(&self, session: &Session) -> StoreResult<()> {
+        let s = session.clone();
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO sessions (hash, user_id, tenant, auth_time, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![s.hash.as_slice(), s.user_id, s.tenant, s.auth_time, s.expires_at])
+            })
+            .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_session(&self, hash: &Hash) -> StoreResult<Option<Session>> {
+        let h = *hash;
+        self.read(move |c| {
+            c.prepare_cached("SELECT * FROM sessions WHERE hash = ?1")
+                .and_then(|mut s| {
+                    s.query_row([h.as_slice()], |r| {
+                        Ok(Session {
+                            hash: hash_of(r, "hash")?,
+                            user_id: r.get("user_id")?,
+                            tenant: r.get("tenant")?,
+                            auth_time: r.get("auth_time")?,
+                            expires_at: r.get("expires_at")?,
+                        })
+                    })
+                    .optional()
+                })
+                .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn delete_session(&self, hash: &Hash) -> StoreResult<()> {
+        let h = *hash;
+        self.write(move |c| {
+            c.execute("DELETE FROM sessions WHERE hash = ?1", [h.as_slice()])
+                .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_consent(&self, user_id: &str, client_id: &str) -> StoreResult<Option<Consent>> {
+        let (u, cl) = (user_id.to_owned(), client_id.to_owned());
+        self.read(move |c| {
+            c.prepare_cached("SELECT * FROM consents WHERE user_id = ?1 AND client_id = ?2")
+                .and_then(|mut s| {
+                    s.query_row([u, cl], |r| {
+                        Ok(Consent {
+                            user_id: r.get("user_id")?,
+                            client_id: r.get("client_id")?,
+                            scope: scope_of(r, "scope")?,
+                            granted_at: r.get("granted_at")?,
+                        })
+                    })
+                    .optional()
+                })
+                .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn save_consent(&self, consent: &Consent) -> StoreResult<()> {
+        let k = consent.clone();
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO consents (user_id, client_id, scope, granted_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (user_id, client_id) DO UPDATE SET scope = excluded.scope, granted_at = excluded.granted_at",
+            )
+            .and_then(|mut s| s.execute(params![k.user_id, k.client_id, k.scope.to_string(), k.granted_at]))
+            .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn insert_code(&self, code: &AuthorizationCode) -> StoreResult<()> {
+        let k = code.clone();
+        self.write(move |c| {
+            let g = &k.grant;
+            c.prepare_cached(
+                "INSERT INTO auth_codes (hash, grant_id, client_id, user_id, tenant, scope, audiences, auth_time, created_at,
+                                         redirect_uri, redirect_uri_sent, nonce, code_challenge, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    k.hash.as_slice(),
+                    g.id,
+                    g.client_id,
+                    g.user_id,
+                    g.tenant,
+                    g.scope.to_string(),
+                    to_json(&g.audiences).unwrap_or_default(),
+                    g.auth_time,
+                    g.created_at,
+                    k.redirect_uri,
+                    k.redirect_uri_sent,
+                    k.nonce,
+                    k.code_challenge,
+                    k.expires_at
+                ])
+            })
+            .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_code(&self, hash: &Hash) -> StoreResult<Option<AuthorizationCode>> {
+        let h = *hash;
+        self.read(move |c| {
+            c.prepare_cached("SELECT * FROM auth_codes WHERE hash = ?1")
+                .and_then(|mut s| {
+                    s.query_row([h.as_slice()], |r| {
+                        let used_at: Option<i64> = r.get("used_at")?;
+                        Ok(AuthorizationCode {
+                            hash: hash_of(r, "hash")?,
+                            grant: grant_from(r)?,
+                            redirect_uri: r.get("redirect_uri")?,
+                            redirect_uri_sent: r.get("redirect_uri_sent")?,
+                            nonce: r.get("nonce")?,
+                            code_challenge: r.get("code_challenge")?,
+                            expires_at: r.get("expires_at")?,
+                            used: used_at.is_some(),
+                        })
+                    })
+                    .optional()
+                })
+                .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn redeem_code(
+        &self,
+        code_hash: &Hash,
+        issuance: &Issuance,
+        now: UnixTime,
+    ) -> StoreResult<Swap> {
+        let (h, iss) = (*code_hash, issuance.clone());
+        self.write(move |c| {
+            let n = c
+                .prepare_cached("UPDATE auth_codes SET used_at = ?1 WHERE hash = ?2 AND used_at IS NULL")
+                .and_then(|mut s| s.execute(params![now, h.as_slice()]))
+                .map_err(map_err)?;
+            if n == 0 {
+                return Ok(Swap::AlreadyUsed);
+            }
+            insert_issuance(c, &iss)?;
+            Ok(Swap::Done)
+        })
+        .await
+    }
+
+    async fn issue(&self, issuance: &Issuance) -> StoreResult<()> {
+        let iss = issuance.clone();
+        self.write(move |c| insert_issuance(c, &iss)).await
+    }
+
+    async fn get_access_token(&self, hash: &Hash) -> StoreResult<Option<AccessToken>> {
+        let h = *hash;
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT a.*, (a.revoked_at IS NOT NULL OR g.revoked_at IS NOT NULL) AS revoked
+                 FROM access_tokens a LEFT JOIN grants g ON g.id = a.grant_id WHERE a.hash = ?1",
+            )
+            .and_then(|mut s| {
+                s.query_row([h.as_slice()], |r| {
+                    Ok(AccessToken {
+                        hash: hash_of(r, "hash")?,
+                        grant_id: r.get("grant_id")?,
+                        client_id: r.get("client_id")?,
+                        user_id: r.get("user_id")?,
+                        tenant: r.get("tenant")?,
+                        scope: scope_of(r, "scope")?,
+                        audiences: audiences_of(r, "audiences")?,
+                        issued_at: r.get("issued_at")?,
+                        expires_at: r.get("expires_at")?,
+                        revoked: r.get("revoked")?,
+                    })
+                })
+                .optional()
+            })
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn get_refresh_token(&self, hash: &Hash) -> StoreResult<Option<RefreshToken>> {
+        let h = *hash;
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT r.hash, r.access_token_hash, r.issued_at, r.expires_at, r.state,
+                        g.id AS grant_id, g.client_id, g.user_id, g.tenant, g.scope, g.audiences,
+                        g.auth_time, g.created_at, (g.revoked_at IS NOT NULL) AS grant_revoked
+                 FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id WHERE r.hash = ?1",
+            )
+            .and_then(|mut s| {
+                s.query_row([h.as_slice()], |r| {
+                    let at: Option<Vec<u8>> = r.get("access_token_hash")?;
+                    let state: String = r.get("state")?;
+                    Ok(RefreshToken {
+                        hash: hash_of(r, "hash")?,
+                        grant: grant_from(r)?,
+                        access_token_hash: at.and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok()),
+                        issued_at: r.get("issued_at")?,
+                        expires_at: r.get("expires_at")?,
+                        state: TokenState::parse(&state).unwrap_or(TokenState::Revoked),
+                        grant_revoked: r.get("grant_revoked")?,
+                    })
+                })
+                .optional()
+            })
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        old: &Hash,
+        issuance: &Issuance,
+        now: UnixTime,
+    ) -> StoreResult<Swap> {
+        let (h, iss) = (*old, issuance.clone());
+        self.write(move |c| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE refresh_tokens SET state = 'rotated' WHERE hash = ?1 AND state = 'active'
+                     AND grant_id IN (SELECT id FROM grants WHERE revoked_at IS NULL)",
+                )
+                .and_then(|mut s| s.execute([h.as_slice()]))
+                .map_err(map_err)?;
+            if n == 0 {
+                return Ok(Swap::AlreadyUsed);
+            }
+            c.prepare_cached(
+                "UPDATE access_tokens SET revoked_at = ?1 WHERE revoked_at IS NULL AND hash =
+                 (SELECT access_token_hash FROM refresh_tokens WHERE hash = ?2)",
+            )
+            .and_then(|mut s| s.execute(params![now, h.as_slice()]))
+            .map_err(map_err)?;
+            insert_issuance(c, &iss)?;
+            Ok(Swap::Done)
+        })
+        .await
+    }
+
+    async fn revoke_grant(&self, grant_id: &str, now: UnixTime) -> StoreResult<()> {
+        let id = grant_id.to_owned();
+        self.write(move |c| {
+            c.execute(
+                "UPDATE grants SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
+                params![now, id],
+            )
+            .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn revoke_access_token(&self, hash: &Hash, now: UnixTime) -> StoreResult<()> {
+        let h = *hash;
+        self.write(move |c| {
+            c.execute(
+                "UPDATE access_tokens SET revoked_at = ?1 WHERE hash = ?2 AND revoked_at IS NULL",
+                params![now, h.as_slice()],
+            )
+            .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// Re-exported so callers can name the store type without depending on rusqlite.
+pub type SharedStore = Arc<dyn Store>;

@@ -1,1 +1,113 @@
+//! The storage boundary of Tessera: one trait every backend implements, and the
+//! conformance suite every backend must pass (see [`conformance`]).
+//!
+//! Operations are whole protocol steps ("redeem this code and store these tokens"), not
+//! rows, so that each backend makes each step atomic its own way (SQLite: one writer
+//! thread committing queued steps in groups; PostgreSQL: a transaction with conditional
+//! updates). Races are then impossible by construction: a code is redeemed, or a refresh
+//! token rotated, by exactly one caller.
+//!
+//! Invariant: no plaintext secret crosses this boundary; only SHA-256 hashes do.
 
+use async_trait::async_trait;
+use tessera_core::client::Client;
+use tessera_core::model::{
+    AccessToken, AuthorizationCode, Consent, Grant, Hash, RefreshToken, Session, Tenant, User,
+};
+use tessera_core::UnixTime;
+
+pub mod conformance;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique constraint: the tenant, username or client already exists.
+    #[error("already exists: {0}")]
+    Conflict(String),
+    /// A referenced record (e.g. the tenant of a new user) does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The store cannot be reached or is out of resources (disk full, read-only, down):
+    /// the server answers 503 / `temporarily_unavailable`.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else; logged, answered as `server_error`.
+    #[error("store failure: {0}")]
+    Internal(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Tokens to persist in one atomic step: the access token, and the refresh token issued
+/// with it, under a grant that is created in the same step when `new_grant` is set.
+#[derive(Debug, Clone)]
+pub struct Issuance {
+    pub new_grant: Option<Grant>,
+    pub access: AccessToken,
+    pub refresh: Option<RefreshToken>,
+}
+
+/// Outcome of an atomic compare-and-set step (code redemption, refresh rotation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Swap {
+    /// This caller won: the tokens are stored.
+    Done,
+    /// Someone else already consumed the code / rotated the token: nothing was stored.
+    AlreadyUsed,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Cheap round trip, for readiness checks.
+    async fn ping(&self) -> StoreResult<()>;
+
+    async fn create_tenant(&self, tenant: &Tenant) -> StoreResult<()>;
+    async fn get_tenant(&self, id: &str) -> StoreResult<Option<Tenant>>;
+    async fn list_tenants(&self) -> StoreResult<Vec<Tenant>>;
+
+    /// Fails with `NotFound` when the tenant does not exist, `Conflict` when the username
+    /// is taken in that tenant.
+    async fn create_user(&self, user: &User) -> StoreResult<()>;
+    async fn get_user(&self, id: &str) -> StoreResult<Option<User>>;
+    async fn find_user(&self, tenant: &str, username: &str) -> StoreResult<Option<User>>;
+
+    async fn create_client(&self, client: &Client) -> StoreResult<()>;
+    async fn get_client(&self, id: &str) -> StoreResult<Option<Client>>;
+    async fn list_clients(&self) -> StoreResult<Vec<Client>>;
+    /// Deletes the client with every code, grant, token and consent it holds, so that
+    /// nothing it was issued validates again. Returns whether it existed.
+    async fn delete_client(&self, id: &str) -> StoreResult<bool>;
+    /// Replaces the secret hash. Returns whether the client existed.
+    async fn set_client_secret(&self, id: &str, secret_hash: &Hash) -> StoreResult<bool>;
+
+    async fn create_session(&self, session: &Session) -> StoreResult<()>;
+    async fn get_session(&self, hash: &Hash) -> StoreResult<Option<Session>>;
+    async fn delete_session(&self, hash: &Hash) -> StoreResult<()>;
+
+    async fn get_consent(&self, user_id: &str, client_id: &str) -> StoreResult<Option<Consent>>;
+    /// Inserts or replaces the consent of this user for this client.
+    async fn save_consent(&self, consent: &Consent) -> StoreResult<()>;
+
+    async fn insert_code(&self, code: &AuthorizationCode) -> StoreResult<()>;
+    async fn get_code(&self, hash: &Hash) -> StoreResult<Option<AuthorizationCode>>;
+    /// Marks the code used and stores `issuance`, atomically, if and only if the code is
+    /// still unused.
+    async fn redeem_code(&self, code_hash: &Hash, issuance: &Issuance, now: UnixTime)
+        -> StoreResult<Swap>;
+
+    /// Stores tokens that consume nothing (client_credentials).
+    async fn issue(&self, issuance: &Issuance) -> StoreResult<()>;
+    async fn get_access_token(&self, hash: &Hash) -> StoreResult<Option<AccessToken>>;
+    async fn get_refresh_token(&self, hash: &Hash) -> StoreResult<Option<RefreshToken>>;
+    /// If `old` is still active: marks it rotated, revokes the access token issued with
+    /// it, and stores `issuance`, atomically. Otherwise stores nothing.
+    async fn rotate_refresh_token(
+        &self,
+        old: &Hash,
+        issuance: &Issuance,
+        now: UnixTime,
+    ) -> StoreResult<Swap>;
+
+    /// Revokes the grant and with it every access and refresh token issued under it.
+    async fn revoke_grant(&self, grant_id: &str, now: UnixTime) -> StoreResult<()>;
+    async fn revoke_access_token(&self, hash: &Hash, now: UnixTime) -> StoreResult<()>;
+}

@@ -1,0 +1,101 @@
+//! Schema migrations, applied in order at open; `PRAGMA user_version` records the last one.
+
+/// Each entry is one migration; never edit a released one, append a new one.
+pub const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE tenants (
+    id TEXT PRIMARY KEY,
+    created_at INTEGER NOT NULL
+);
+INSERT INTO tenants (id, created_at) VALUES ('default', strftime('%s', 'now'));
+
+CREATE TABLE users (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL REFERENCES tenants(id),
+    username TEXT NOT NULL,
+    email TEXT,
+    name TEXT,
+    password_hash TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    UNIQUE (tenant, username)
+);
+
+-- Settings as JSON: they are read whole and never queried by field.
+CREATE TABLE clients (
+    id TEXT PRIMARY KEY,
+    secret_hash BLOB,
+    settings TEXT NOT NULL,
+    owner TEXT,
+    created_at INTEGER NOT NULL
+);
+
+CREATE TABLE sessions (
+    hash BLOB PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    auth_time INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+
+CREATE TABLE consents (
+    user_id TEXT NOT NULL,
+    client_id TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    granted_at INTEGER NOT NULL,
+    PRIMARY KEY (user_id, client_id)
+);
+
+CREATE TABLE grants (
+    id TEXT PRIMARY KEY,
+    client_id TEXT NOT NULL,
+    user_id TEXT,
+    tenant TEXT,
+    scope TEXT NOT NULL,
+    audiences TEXT NOT NULL,
+    auth_time INTEGER,
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER
+);
+CREATE INDEX grants_client ON grants (client_id);
+
+CREATE TABLE auth_codes (
+    hash BLOB PRIMARY KEY,
+    grant_id TEXT NOT NULL,
+    client_id TEXT NOT NULL,
+    user_id TEXT,
+    tenant TEXT,
+    scope TEXT NOT NULL,
+    audiences TEXT NOT NULL,
+    auth_time INTEGER,
+    created_at INTEGER NOT NULL,
+    redirect_uri TEXT NOT NULL,
+    redirect_uri_sent INTEGER NOT NULL,
+    nonce TEXT,
+    code_challenge TEXT,
+    expires_at INTEGER NOT NULL,
+    used_at INTEGER
+);
+
+CREATE TABLE access_tokens (
+    hash BLOB PRIMARY KEY,
+    grant_id TEXT NOT NULL,
+    client_id TEXT NOT NULL,
+    user_id TEXT,
+    tenant TEXT,
+    scope TEXT NOT NULL,
+    audiences TEXT NOT NULL,
+    issued_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    revoked_at INTEGER
+);
+CREATE INDEX access_tokens_grant ON access_tokens (grant_id);
+
+CREATE TABLE refresh_tokens (
+    hash BLOB PRIMARY KEY,
+    grant_id TEXT NOT NULL,
+    access_token_hash BLOB,
+    issued_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    state TEXT NOT NULL
+);
+CREATE INDEX refresh_tokens_grant ON refresh_tokens (grant_id);
+"#];

@@ -1,0 +1,437 @@
+//! The behaviour every [`Store`] backend must show. Backends run [`run_all`] from their own
+//! tests against a fresh store; each check uses its own ids so checks do not interfere.
+
+use std::sync::Arc;
+
+use tessera_core::client::{AccessTokenFormat, Client, ClientAuthMethod, GrantType, RefreshPolicy};
+use tessera_core::model::{
+    AccessToken, AuthorizationCode, Consent, Grant, Hash, RefreshToken, Session, Tenant,
+    TokenState, User, DEFAULT_TENANT,
+};
+use tessera_core::ScopeSet;
+
+use crate::{Issuance, Store, StoreError, Swap};
+
+const NOW: i64 = 1_800_000_000;
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", tessera_crypto::random_id(9).unwrap_or_default())
+}
+
+fn hash() -> Hash {
+    let mut h = [0u8; 32];
+    let _ = tessera_crypto::fill_random(&mut h);
+    h
+}
+
+pub fn sample_client(id: &str) -> Client {
+    Client {
+        id: id.to_owned(),
+        name: format!("App {id}"),
+        secret_hash: Some(hash()),
+        public: false,
+        auth_methods: vec![ClientAuthMethod::ClientSecretBasic],
+        grant_types: vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
+        redirect_uris: vec!["https://app.example/cb".into()],
+        scopes: ScopeSet::parse("openid offline_access").unwrap_or_default(),
+        audiences: vec!["https://api.example".into()],
+        refresh_policy: RefreshPolicy::Always,
+        access_token_format: AccessTokenFormat::Opaque,
+        access_token_ttl: 3600,
+        refresh_token_ttl: Some(86400),
+        require_pkce: true,
+        skip_consent: false,
+        tenant: None,
+        owner: None,
+        created_at: NOW,
+    }
+}
+
+fn grant(client_id: &str, user_id: &str) -> Grant {
+    Grant {
+        id: unique("g"),
+        client_id: client_id.to_owned(),
+        user_id: Some(user_id.to_owned()),
+        tenant: Some(DEFAULT_TENANT.to_owned()),
+        scope: ScopeSet::parse("openid offline_access").unwrap_or_default(),
+        audiences: vec!["https://api.example".into()],
+        auth_time: Some(NOW - 5),
+        created_at: NOW,
+    }
+}
+
+fn issuance(grant: &Grant, new_grant: bool) -> Issuance {
+    let access = AccessToken {
+        hash: hash(),
+        grant_id: grant.id.clone(),
+        client_id: grant.client_id.clone(),
+        user_id: grant.user_id.clone(),
+        tenant: grant.tenant.clone(),
+        scope: grant.scope.clone(),
+        audiences: grant.audiences.clone(),
+        issued_at: NOW,
+        expires_at: NOW + 3600,
+        revoked: false,
+    };
+    let refresh = RefreshToken {
+        hash: hash(),
+        grant: grant.clone(),
+        access_token_hash: Some(access.hash),
+        issued_at: NOW,
+        expires_at: NOW + 86400,
+        state: TokenState::Active,
+        grant_revoked: false,
+    };
+    Issuance {
+        new_grant: new_grant.then(|| grant.clone()),
+        access,
+        refresh: Some(refresh),
+    }
+}
+
+fn code(grant: &Grant) -> AuthorizationCode {
+    AuthorizationCode {
+        hash: hash(),
+        grant: grant.clone(),
+        redirect_uri: "https://app.example/cb".into(),
+        redirect_uri_sent: true,
+        nonce: Some("n-0S6_WzA2Mj".into()),
+        code_challenge: Some("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into()),
+        expires_at: NOW + 300,
+        used: false,
+    }
+}
+
+async fn user(store: &dyn Store) -> User {
+    let u = User {
+        id: unique("u"),
+        tenant: DEFAULT_TENANT.into(),
+        username: unique("alice"),
+        email: Some("alice@example.com".into()),
+        name: Some("Alice".into()),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        created_at: NOW,
+    };
+    must(store.create_user(&u).await, "create_user");
+    u
+}
+
+async fn client(store: &dyn Store) -> Client {
+    let c = sample_client(&unique("c"));
+    must(store.create_client(&c).await, "create_client");
+    c
+}
+
+fn must<T>(r: Result<T, StoreError>, what: &str) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => panic_with(&format!("{what} failed: {e}")),
+    }
+}
+
+#[allow(clippy::panic)]
+fn panic_with(msg: &str) -> ! {
+    panic!("{msg}")
+}
+
+macro_rules! check {
+    ($cond:expr, $($msg:tt)+) => {
+        if !$cond {
+            panic_with(&format!($($msg)+));
+        }
+    };
+}
+
+/// Runs every check. `store` must be freshly migrated.
+pub async fn run_all(store: Arc<dyn Store>) {
+    tenants(&*store).await;
+    users(&*store).await;
+    clients(&*store).await;
+    sessions_and_consents(&*store).await;
+    code_redemption(&*store).await;
+    refresh_rotation(&*store).await;
+    grant_revocation(&*store).await;
+    client_deletion_revokes_everything(&*store).await;
+    parallel_redemption_has_one_winner(store.clone()).await;
+    parallel_rotation_has_one_winner(store.clone()).await;
+}
+
+async fn tenants(store: &dyn Store) {
+    must(store.ping().await, "ping");
+    check!(
+        must(store.get_tenant(DEFAULT_TENANT).await, "get_tenant").is_some(),
+        "the default tenant must exist after migration"
+    );
+    let t = Tenant { id: unique("acme").to_lowercase(), created_at: NOW };
+    must(store.create_tenant(&t).await, "create_tenant");
+    check!(
+        matches!(store.create_tenant(&t).await, Err(StoreError::Conflict(_))),
+        "duplicate tenant must be a Conflict"
+    );
+    check!(
+        must(store.get_tenant(&t.id).await, "get_tenant") == Some(t.clone()),
+        "tenant round trip"
+    );
+    check!(
+        must(store.list_tenants().await, "list_tenants").iter().any(|x| x.id == t.id),
+        "list_tenants lists the new tenant"
+    );
+}
+
+async fn users(store: &dyn Store) {
+    let u = user(store).await;
+    check!(
+        must(store.get_user(&u.id).await, "get_user").as_ref() == Some(&u),
+        "user round trip keeps every field, password hash included"
+    );
+    check!(
+        must(store.find_user(DEFAULT_TENANT, &u.username).await, "find_user").map(|x| x.id)
+            == Some(u.id.clone()),
+        "find_user by tenant and username"
+    );
+    let mut dup = u.clone();
+    dup.id = unique("u");
+    check!(
+        matches!(store.create_user(&dup).await, Err(StoreError::Conflict(_))),
+        "same username in the same tenant is a Conflict"
+    );
+    let other = Tenant { id: unique("other").to_lowercase(), created_at: NOW };
+    must(store.create_tenant(&other).await, "create_tenant");
+    dup.tenant = other.id.clone();
+    must(store.create_user(&dup).await, "same username in another tenant");
+    check!(
+        must(store.find_user(&other.id, &u.username).await, "find_user").map(|x| x.id)
+            == Some(dup.id.clone()),
+        "users are isolated per tenant"
+    );
+    let mut orphan = u.clone();
+    orphan.id = unique("u");
+    orphan.tenant = "no-such-tenant".into();
+    check!(
+        matches!(store.create_user(&orphan).await, Err(StoreError::NotFound(_))),
+        "a user in an unknown tenant is NotFound"
+    );
+}
+
+async fn clients(store: &dyn Store) {
+    let c = client(store).await;
+    let got = must(store.get_client(&c.id).await, "get_client");
+    check!(got.is_some(), "client round trip");
+    let got = got.unwrap_or_else(|| sample_client("x"));
+    check!(got.secret_hash == c.secret_hash, "secret hash kept");
+    check!(got.redirect_uris == c.redirect_uris && got.scopes == c.scopes, "settings kept");
+    check!(
+        matches!(store.create_client(&c).await, Err(StoreError::Conflict(_))),
+        "duplicate client id is a Conflict"
+    );
+    let new_hash = hash();
+    check!(must(store.set_client_secret(&c.id, &new_hash).await, "set_client_secret"), "rotate existing");
+    check!(
+        must(store.get_client(&c.id).await, "get_client").and_then(|c| c.secret_hash)
+            == Some(new_hash),
+        "secret rotated"
+    );
+    check!(
+        !must(store.set_client_secret("nope", &new_hash).await, "set_client_secret"),
+        "rotating an unknown client reports false"
+    );
+    check!(
+        must(store.list_clients().await, "list_clients").iter().any(|x| x.id == c.id),
+        "list_clients"
+    );
+}
+
+async fn sessions_and_consents(store: &dyn Store) {
+    let u = user(store).await;
+    let c = client(store).await;
+    let s = Session {
+        hash: hash(),
+        user_id: u.id.clone(),
+        tenant: DEFAULT_TENANT.into(),
+        auth_time: NOW,
+        expires_at: NOW + 3600,
+    };
+    must(store.create_session(&s).await, "create_session");
+    check!(must(store.get_session(&s.hash).await, "get_session") == Some(s.clone()), "session round trip");
+    must(store.delete_session(&s.hash).await, "delete_session");
+    check!(must(store.get_session(&s.hash).await, "get_session").is_none(), "session deleted");
+
+    check!(must(store.get_consent(&u.id, &c.id).await, "get_consent").is_none(), "no consent yet");
+    let mut consent = Consent {
+        user_id: u.id.clone(),
+        client_id: c.id.clone(),
+        scope: ScopeSet::parse("openid").unwrap_or_default(),
+        granted_at: NOW,
+    };
+    must(store.save_consent(&consent).await, "save_consent");
+    consent.scope = ScopeSet::parse("openid offline_access").unwrap_or_default();
+    must(store.save_consent(&consent).await, "save_consent again replaces");
+    check!(
+        must(store.get_consent(&u.id, &c.id).await, "get_consent") == Some(consent.clone()),
+        "consent replaced"
+    );
+}
+
+async fn code_redemption(store: &dyn Store) {
+    let u = user(store).await;
+    let c = client(store).await;
+    let g = grant(&c.id, &u.id);
+    let code = code(&g);
+    must(store.insert_code(&code).await, "insert_code");
+    check!(must(store.get_code(&code.hash).await, "get_code") == Some(code.clone()), "code round trip");
+    let iss = issuance(&g, true);
+    check!(
+        must(store.redeem_code(&code.hash, &iss, NOW).await, "redeem_code") == Swap::Done,
+        "first redemption wins"
+    );
+    check!(
+        must(store.get_code(&code.hash).await, "get_code").map(|c| c.used) == Some(true),
+        "code marked used"
+    );
+    let at = must(store.get_access_token(&iss.access.hash).await, "get_access_token");
+    check!(at.as_ref() == Some(&iss.access), "access token stored as issued: {at:?}");
+    let rt = must(store.get_refresh_token(&iss.refresh.as_ref().map(|r| r.hash).unwrap_or_default()).await, "get_refresh_token");
+    check!(rt.as_ref() == iss.refresh.as_ref(), "refresh token stored as issued: {rt:?}");
+    let again = issuance(&g, true);
+    check!(
+        must(store.redeem_code(&code.hash, &again, NOW).await, "redeem_code") == Swap::AlreadyUsed,
+        "second redemption loses"
+    );
+    check!(
+        must(store.get_access_token(&again.access.hash).await, "get").is_none(),
+        "a losing redemption stores nothing"
+    );
+}
+
+async fn refresh_rotation(store: &dyn Store) {
+    let u = user(store).await;
+    let c = client(store).await;
+    let g = grant(&c.id, &u.id);
+    let first = issuance(&g, true);
+    must(store.issue(&first).await, "issue");
+    let old = first.refresh.as_ref().map(|r| r.hash).unwrap_or_default();
+    let second = issuance(&g, false);
+    check!(
+        must(store.rotate_refresh_token(&old, &second, NOW + 1).await, "rotate") == Swap::Done,
+        "rotation of an active token"
+    );
+    let old_rt = must(store.get_refresh_token(&old).await, "get_refresh_token");
+    check!(old_rt.map(|r| r.state) == Some(TokenState::Rotated), "old refresh token rotated");
+    let old_at = must(store.get_access_token(&first.access.hash).await, "get_access_token");
+    check!(old_at.map(|a| a.revoked) == Some(true), "old access token revoked with it");
+    let new_at = must(store.get_access_token(&second.access.hash).await, "get_access_token");
+    check!(new_at.map(|a| a.revoked) == Some(false), "new access token live");
+    let third = issuance(&g, false);
+    check!(
+        must(store.rotate_refresh_token(&old, &third, NOW + 2).await, "rotate") == Swap::AlreadyUsed,
+        "rotating a rotated token stores nothing"
+    );
+    check!(
+        must(store.get_access_token(&third.access.hash).await, "get").is_none(),
+        "nothing stored for the loser"
+    );
+}
+
+async fn grant_revocation(store: &dyn Store) {
+    let u = user(store).await;
+    let c = client(store).await;
+    let g = grant(&c.id, &u.id);
+    let first = issuance(&g, true);
+    must(store.issue(&first).await, "issue");
+    let second = issuance(&g, false);
+    let old = first.refresh.as_ref().map(|r| r.hash).unwrap_or_default();
+    must(store.rotate_refresh_token(&old, &second, NOW + 1).await, "rotate");
+    must(store.revoke_grant(&g.id, NOW + 2).await, "revoke_grant");
+    let at = must(store.get_access_token(&second.access.hash).await, "get");
+    check!(at.map(|a| a.revoked) == Some(true), "access token of a revoked grant is revoked");
+    let rt = must(store.get_refresh_token(&second.refresh.as_ref().map(|r| r.hash).unwrap_or_default()).await, "get");
+    check!(rt.map(|r| r.grant_revoked) == Some(true), "refresh token of a revoked grant is revoked");
+
+    let other = issuance(&grant(&c.id, &u.id), true);
+    must(store.issue(&other).await, "issue");
+    must(store.revoke_access_token(&other.access.hash, NOW).await, "revoke_access_token");
+    let at = must(store.get_access_token(&other.access.hash).await, "get");
+    check!(at.map(|a| a.revoked) == Some(true), "single access token revoked");
+    let rt = must(store.get_refresh_token(&other.refresh.as_ref().map(|r| r.hash).unwrap_or_default()).await, "get");
+    check!(rt.map(|r| r.is_active(NOW)) == Some(true), "its refresh token unaffected");
+}
+
+async fn client_deletion_revokes_everything(store: &dyn Store) {
+    let u = user(store).await;
+    let c = client(store).await;
+    let g = grant(&c.id, &u.id);
+    let iss = issuance(&g, true);
+    must(store.issue(&iss).await, "issue");
+    let code = code(&grant(&c.id, &u.id));
+    must(store.insert_code(&code).await, "insert_code");
+    must(
+        store
+            .save_consent(&Consent {
+                user_id: u.id.clone(),
+                client_id: c.id.clone(),
+                scope: ScopeSet::empty(),
+                granted_at: NOW,
+            })
+            .await,
+        "save_consent",
+    );
+    check!(must(store.delete_client(&c.id).await, "delete_client"), "deleted");
+    check!(!must(store.delete_client(&c.id).await, "delete_client"), "second delete reports false");
+    check!(must(store.get_client(&c.id).await, "get").is_none(), "client gone");
+    let at = must(store.get_access_token(&iss.access.hash).await, "get");
+    check!(at.is_none_or(|a| a.revoked), "access token gone or revoked");
+    let rt = must(store.get_refresh_token(&iss.refresh.as_ref().map(|r| r.hash).unwrap_or_default()).await, "get");
+    check!(rt.is_none_or(|r| !r.is_active(NOW)), "refresh token gone or revoked");
+    check!(must(store.get_code(&code.hash).await, "get").is_none(), "codes gone");
+    check!(must(store.get_consent(&u.id, &c.id).await, "get").is_none(), "consent gone");
+}
+
+async fn parallel_redemption_has_one_winner(store: Arc<dyn Store>) {
+    let u = user(&*store).await;
+    let c = client(&*store).await;
+    let g = grant(&c.id, &u.id);
+    let code = code(&g);
+    must(store.insert_code(&code).await, "insert_code");
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let store = store.clone();
+        let iss = issuance(&g, true);
+        let h = code.hash;
+        tasks.push(tokio::spawn(async move { store.redeem_code(&h, &iss, NOW).await }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        match t.await {
+            Ok(Ok(Swap::Done)) => wins += 1,
+            Ok(Ok(Swap::AlreadyUsed)) => {}
+            other => panic_with(&format!("parallel redemption failed: {other:?}")),
+        }
+    }
+    check!(wins == 1, "exactly one of 16 parallel redemptions wins, got {wins}");
+}
+
+async fn parallel_rotation_has_one_winner(store: Arc<dyn Store>) {
+    let u = user(&*store).await;
+    let c = client(&*store).await;
+    let g = grant(&c.id, &u.id);
+    let first = issuance(&g, true);
+    must(store.issue(&first).await, "issue");
+    let old = first.refresh.as_ref().map(|r| r.hash).unwrap_or_default();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let store = store.clone();
+        let iss = issuance(&g, false);
+        tasks.push(tokio::spawn(async move {
+            store.rotate_refresh_token(&old, &iss, NOW + 1).await
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        match t.await {
+            Ok(Ok(Swap::Done)) => wins += 1,
+            Ok(Ok(Swap::AlreadyUsed)) => {}
+            other => panic_with(&format!("parallel rotation failed: {other:?}")),
+        }
+    }
+    check!(wins == 1, "exactly one of 16 parallel rotations wins, got {wins}");
+}
