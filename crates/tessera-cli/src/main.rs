@@ -1,1 +1,460 @@
-fn main() {}
+//! `tessera`: the server and its administration commands (contract §1).
+
+mod config;
+mod demo;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+use tessera_crypto::{MasterKey, Passwords};
+use tessera_server::admin::{self, NewClient, NewUser};
+use tessera_server::{AppState, Clock, SystemClock};
+use tessera_store::Store;
+use tessera_store_sqlite::SqliteStore;
+
+#[derive(Parser)]
+#[command(name = "tessera", version, about = "Tessera OAuth 2.0 / OpenID Connect authorization server")]
+struct Cli {
+    /// Store URL: sqlite://PATH (default ./tessera-data/tessera.db) or postgres://…
+    #[arg(long, global = true, env = "TESSERA_DATABASE_URL")]
+    database: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (migrates the store first).
+    Serve(ServeArgs),
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenant(TenantCmd),
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Manage OAuth clients.
+    #[command(subcommand)]
+    Client(ClientCmd),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8080]
+    #[arg(long)]
+    listen: Option<String>,
+    /// Issuer URL [default: http://<listen address>]
+    #[arg(long)]
+    issuer: Option<String>,
+    /// TOML configuration file
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// On an empty store, create a demo tenant, user and client and print how to use them.
+    #[arg(long)]
+    demo: bool,
+}
+
+#[derive(Subcommand)]
+enum TenantCmd {
+    /// Create a tenant (users and tokens are isolated per tenant).
+    Create {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List tenants.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Create a user; the password is read from standard input.
+    Create {
+        #[arg(long)]
+        username: String,
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+        /// Read the password from standard input (one trailing newline is dropped).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClientCmd {
+    /// Register a client; prints its id and (once) its secret.
+    Create(ClientCreateArgs),
+    /// List clients.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one client's settings.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a client and revoke everything it was issued.
+    Delete {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace a client's secret; the old one stops working at once.
+    RotateSecret {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct ClientCreateArgs {
+    #[arg(long)]
+    name: String,
+    /// Redirect URI (repeatable); compared exactly.
+    #[arg(long = "redirect-uri")]
+    redirect_uris: Vec<String>,
+    /// Comma-separated: authorization_code,refresh_token,client_credentials
+    #[arg(long)]
+    grant_types: Option<String>,
+    /// No secret; PKCE required.
+    #[arg(long)]
+    public: bool,
+    /// client_secret_basic | client_secret_post | none [default: both secret methods]
+    #[arg(long)]
+    auth_method: Option<String>,
+    /// Allowed scopes, space-separated [default: "openid profile email offline_access"]
+    #[arg(long)]
+    scopes: Option<String>,
+    /// Allowed audiences/resources (repeatable).
+    #[arg(long = "audience", num_args = 1..)]
+    audiences: Vec<String>,
+    /// always | offline-access [default: always]
+    #[arg(long)]
+    refresh_tokens: Option<String>,
+    /// opaque | jwt [default: opaque]
+    #[arg(long)]
+    access_token_format: Option<String>,
+    /// Access-token lifetime in seconds [default: 3600]
+    #[arg(long)]
+    access_token_ttl: Option<i64>,
+    /// Refresh-token lifetime in seconds [default: 30 days]
+    #[arg(long)]
+    refresh_token_ttl: Option<i64>,
+    #[arg(long)]
+    require_pkce: bool,
+    /// First-party client: no consent page.
+    #[arg(long)]
+    skip_consent: bool,
+    /// Restrict the client to one tenant.
+    #[arg(long)]
+    tenant: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => fail(&anyhow!("cannot start the async runtime: {e}")),
+    };
+    if let Err(e) = runtime.block_on(run(cli)) {
+        fail(&e);
+    }
+}
+
+/// Prints the error (first line says what is wrong) and exits non-zero.
+fn fail(e: &anyhow::Error) -> ! {
+    eprintln!("error: {e}");
+    for cause in e.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
+    }
+    std::process::exit(1)
+}
+
+fn now() -> i64 {
+    SystemClock.now()
+}
+
+/// Opens the store named by `url` (migrating it).
+fn open_store(url: &str) -> Result<Arc<SqliteStore>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        bail!("PostgreSQL stores are not supported by this build yet; use sqlite://PATH");
+    }
+    if !(url.starts_with("sqlite:") || !url.contains("://")) {
+        bail!("unsupported database URL {url:?}; use sqlite://PATH");
+    }
+    let path = SqliteStore::path_from_url(url);
+    let store = SqliteStore::open(&path)
+        .with_context(|| format!("cannot open the store at {}", path.display()))?;
+    Ok(Arc::new(store))
+}
+
+fn database_url(cli: &Option<String>) -> String {
+    cli.clone().unwrap_or_else(|| config::DEFAULT_DATABASE.to_owned())
+}
+
+fn print_json(v: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(cli.database, args).await,
+        Command::Tenant(cmd) => {
+            let store = open_store(&database_url(&cli.database))?;
+            match cmd {
+                TenantCmd::Create { name, json } => {
+                    let t = admin::create_tenant(&*store, &name, now()).await?;
+                    if json {
+                        print_json(&json!({"id": t.id, "created_at": t.created_at}));
+                    } else {
+                        println!("created tenant {}", t.id);
+                    }
+                }
+                TenantCmd::List { json } => {
+                    let list = store.list_tenants().await?;
+                    if json {
+                        print_json(&json!(list.iter().map(|t| json!({"id": t.id, "created_at": t.created_at})).collect::<Vec<_>>()));
+                    } else {
+                        for t in list {
+                            println!("{}", t.id);
+                        }
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::User(UserCmd::Create { username, tenant, email, name, password_stdin: _, json }) => {
+            let mut password = String::new();
+            std::io::stdin()
+                .read_to_string(&mut password)
+                .context("cannot read the password from standard input")?;
+            if password.ends_with('\n') {
+                password.pop();
+                if password.ends_with('\r') {
+                    password.pop();
+                }
+            }
+            let store = open_store(&database_url(&cli.database))?;
+            let passwords = Passwords::new()?;
+            let user = admin::create_user(
+                &*store,
+                &passwords,
+                NewUser {
+                    tenant: &tenant,
+                    username: &username,
+                    email: email.as_deref(),
+                    name: name.as_deref(),
+                    password: &password,
+                },
+                now(),
+            )
+            .await?;
+            if json {
+                print_json(&json!({"id": user.id, "username": user.username, "tenant": user.tenant, "email": user.email, "name": user.name}));
+            } else {
+                println!("created user {} (id {}) in tenant {}", user.username, user.id, user.tenant);
+            }
+            Ok(())
+        }
+        Command::Client(cmd) => client_command(cmd, &database_url(&cli.database)).await,
+    }
+}
+
+async fn client_command(cmd: ClientCmd, db: &str) -> Result<()> {
+    match cmd {
+        ClientCmd::Create(a) => {
+            let new = NewClient {
+                name: a.name,
+                redirect_uris: a.redirect_uris,
+                grant_types: a.grant_types,
+                public: a.public,
+                auth_method: a.auth_method,
+                scopes: a.scopes,
+                audiences: a.audiences,
+                refresh_tokens: a.refresh_tokens,
+                access_token_format: a.access_token_format,
+                access_token_ttl: a.access_token_ttl,
+                refresh_token_ttl: a.refresh_token_ttl,
+                require_pkce: a.require_pkce,
+                skip_consent: a.skip_consent,
+                tenant: a.tenant,
+                owner: None,
+            };
+            // Validate before touching the store, so bad input writes nothing at all.
+            admin::build_client(&new, String::new(), now())?;
+            let store = open_store(db)?;
+            let (client, secret) = admin::create_client(&*store, &new, now()).await?;
+            let mut out = admin::client_json(&client);
+            if let Some(obj) = out.as_object_mut() {
+                obj.insert("client_secret".into(), json!(secret));
+            }
+            if a.json {
+                print_json(&out);
+            } else {
+                println!("client_id:     {}", client.id);
+                match &secret {
+                    Some(s) => println!("client_secret: {s}\n(the secret is shown only now; store it safely)"),
+                    None => println!("public client: no secret; PKCE is required"),
+                }
+            }
+            Ok(())
+        }
+        ClientCmd::List { json } => {
+            let store = open_store(db)?;
+            let clients = store.list_clients().await?;
+            if json {
+                print_json(&json!(clients.iter().map(admin::client_json).collect::<Vec<_>>()));
+            } else {
+                for c in clients {
+                    let grants: Vec<&str> = c.grant_types.iter().map(|g| g.as_str()).collect();
+                    println!("{}  {}  [{}]  {}", c.id, c.name, grants.join(","), c.redirect_uris.join(" "));
+                }
+            }
+            Ok(())
+        }
+        ClientCmd::Show { id, json } => {
+            let store = open_store(db)?;
+            let client = store
+                .get_client(&id)
+                .await?
+                .ok_or_else(|| anyhow!("no client with id {id:?}"))?;
+            let v = admin::client_json(&client);
+            if json {
+                print_json(&v);
+            } else if let Some(obj) = v.as_object() {
+                for (k, v) in obj {
+                    println!("{k}: {v}");
+                }
+            }
+            Ok(())
+        }
+        ClientCmd::Delete { id, json } => {
+            let store = open_store(db)?;
+            if !store.delete_client(&id).await? {
+                bail!("no client with id {id:?}");
+            }
+            if json {
+                print_json(&json!({"client_id": id, "deleted": true}));
+            } else {
+                println!("deleted client {id} and revoked everything it was issued");
+            }
+            Ok(())
+        }
+        ClientCmd::RotateSecret { id, json } => {
+            let store = open_store(db)?;
+            let secret = admin::rotate_secret(&*store, &id).await?;
+            if json {
+                print_json(&json!({"client_id": id, "client_secret": secret}));
+            } else {
+                println!("client_secret: {secret}\n(the old secret no longer works)");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The master key from `TESSERA_MASTER_KEY`, or a key file created with mode 0600.
+fn master_key(cfg: &config::ServeConfig) -> Result<MasterKey> {
+    if let Ok(text) = std::env::var("TESSERA_MASTER_KEY") {
+        return MasterKey::parse(&text).context("TESSERA_MASTER_KEY is invalid (expected base64url of 32 bytes)");
+    }
+    let path = if cfg.master_key_file.is_empty() {
+        let db = SqliteStore::path_from_url(&cfg.database_url);
+        db.parent().unwrap_or(Path::new(".")).join("master.key")
+    } else {
+        PathBuf::from(&cfg.master_key_file)
+    };
+    if path.exists() {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read master key file {}", path.display()))?;
+        return MasterKey::parse(&text).with_context(|| format!("master key file {} is invalid", path.display()));
+    }
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let key = MasterKey::generate()?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot create master key file {}", path.display()))?;
+    file.write_all(key.to_text().as_bytes())?;
+    file.sync_all()?;
+    tracing::info!(path = %path.display(), "created a new master key file (mode 0600)");
+    Ok(key)
+}
+
+async fn serve(database: Option<String>, args: ServeArgs) -> Result<()> {
+    init_logging();
+    let cfg = config::load(&config::Flags {
+        config_file: args.config,
+        listen: args.listen,
+        issuer: args.issuer,
+        database_url: database,
+    })?;
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let bound = listener.local_addr()?;
+    let settings = cfg.settings(bound)?;
+    let store = open_store(&cfg.database_url)?;
+    let key = master_key(&cfg)?;
+    let issuer = settings.issuer.clone();
+    let state = AppState::new(settings, store.clone(), Arc::new(SystemClock), &key, Passwords::new()?);
+    if args.demo {
+        demo::provision(&*store, &issuer).await?;
+    }
+    tracing::info!(issuer = %issuer, "tessera serving at http://{bound}");
+    tessera_server::serve(listener, state, shutdown_signal()).await?;
+    tracing::info!("tessera stopped");
+    Ok(())
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested; finishing requests in flight");
+}

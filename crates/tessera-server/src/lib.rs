@@ -1,1 +1,42 @@
+//! The HTTP layer of Tessera: routes, extractors, pages, sessions, CSRF and the one
+//! mapping from errors to responses ([`error`]). Protocol rules live in `tessera-core`;
+//! handlers here parse, call core with typed values and `now`, and persist via the store.
 
+pub mod admin;
+pub mod clock;
+pub mod config;
+pub mod error;
+mod extract;
+mod issue;
+mod pages;
+mod routes;
+mod security;
+mod session;
+mod state;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::Settings;
+pub use state::AppState;
+
+use std::future::Future;
+
+use axum::Router;
+use tokio::net::TcpListener;
+
+/// The whole application: every route with its middleware.
+pub fn router(state: AppState) -> Router {
+    routes::router(state)
+}
+
+/// Serves `router(state)` on `listener` until `shutdown` resolves, then finishes the
+/// requests in flight.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,130 @@
+//! Configuration for `tessera serve`, layered: defaults → file (`--config`, TOML) →
+//! `TESSERA_*` environment → command-line flags. Validated once, passed explicitly.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, Context, Result};
+use config::{Config, Environment, File, FileFormat};
+use serde::{Deserialize, Serialize};
+use tessera_server::Settings;
+
+pub const DEFAULT_DATABASE: &str = "sqlite://./tessera-data/tessera.db";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeConfig {
+    pub listen: String,
+    pub database_url: String,
+    /// Empty: derived from the listening address.
+    pub issuer: String,
+    /// Where the master key is kept when `TESSERA_MASTER_KEY` is not set; empty: next
+    /// to the SQLite database.
+    pub master_key_file: String,
+    pub code_ttl: i64,
+    pub session_ttl: i64,
+    pub page_ttl: i64,
+    pub max_body_bytes: usize,
+    pub password_concurrency: usize,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        let s = Settings::default();
+        ServeConfig {
+            listen: "127.0.0.1:8080".into(),
+            database_url: DEFAULT_DATABASE.into(),
+            issuer: String::new(),
+            master_key_file: String::new(),
+            code_ttl: s.code_ttl,
+            session_ttl: s.session_ttl,
+            page_ttl: s.page_ttl,
+            max_body_bytes: s.max_body_bytes,
+            password_concurrency: s.password_concurrency,
+        }
+    }
+}
+
+/// Environment variables read as settings; others with the prefix (e.g. test settings,
+/// `TESSERA_MASTER_KEY`, which is read separately) are ignored.
+const ENV_KEYS: &[&str] = &[
+    "listen",
+    "database_url",
+    "issuer",
+    "master_key_file",
+    "code_ttl",
+    "session_ttl",
+    "page_ttl",
+    "max_body_bytes",
+    "password_concurrency",
+];
+
+pub struct Flags {
+    pub config_file: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub issuer: Option<String>,
+    pub database_url: Option<String>,
+}
+
+pub fn load(flags: &Flags) -> Result<ServeConfig> {
+    let mut builder = Config::builder().add_source(
+        Config::try_from(&ServeConfig::default()).context("internal: default configuration")?,
+    );
+    if let Some(path) = &flags.config_file {
+        if !path.exists() {
+            return Err(anyhow!("config file {} does not exist", path.display()));
+        }
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        builder = builder.add_source(File::from_str(&text, FileFormat::Toml));
+    }
+    let env: HashMap<String, String> = std::env::vars()
+        .filter_map(|(k, v)| {
+            let key = k.strip_prefix("TESSERA_")?.to_ascii_lowercase();
+            ENV_KEYS.contains(&key.as_str()).then_some((key, v))
+        })
+        .collect();
+    builder = builder.add_source(Environment::default().source(Some(env)).try_parsing(true));
+    for (key, value) in [
+        ("listen", &flags.listen),
+        ("issuer", &flags.issuer),
+        ("database_url", &flags.database_url),
+    ] {
+        if let Some(v) = value {
+            builder = builder.set_override(key, v.as_str())?;
+        }
+    }
+    let cfg: ServeConfig = builder
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .map_err(|e| anyhow!("invalid configuration: {e}"))?;
+    Ok(cfg)
+}
+
+impl ServeConfig {
+    /// The server settings, with the issuer derived from the bound address when unset.
+    pub fn settings(&self, bound: std::net::SocketAddr) -> Result<Settings> {
+        let issuer = if self.issuer.is_empty() {
+            let host = if bound.ip().is_unspecified() {
+                "127.0.0.1".to_owned()
+            } else if bound.is_ipv6() {
+                format!("[{}]", bound.ip())
+            } else {
+                bound.ip().to_string()
+            };
+            format!("http://{host}:{}", bound.port())
+        } else {
+            self.issuer.clone()
+        };
+        let settings = Settings {
+            issuer,
+            code_ttl: self.code_ttl,
+            session_ttl: self.session_ttl,
+            page_ttl: self.page_ttl,
+            max_body_bytes: self.max_body_bytes,
+            password_concurrency: self.password_concurrency,
+        };
+        settings.validate().map_err(|e| anyhow!("invalid configuration: {e}"))?;
+        Ok(settings)
+    }
+}

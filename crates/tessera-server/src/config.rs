@@ -1,0 +1,76 @@
+//! The server's typed settings, validated once and passed explicitly.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// The issuer identifier (RFC 8414 §2); every URL the server advertises derives from it.
+    pub issuer: String,
+    /// Lifetime of authorization codes in seconds (contract §4: 300).
+    pub code_ttl: i64,
+    /// Lifetime of the SSO session in seconds.
+    pub session_ttl: i64,
+    /// How long a login or consent page stays valid, in seconds.
+    pub page_ttl: i64,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Argon2 verifications running at once; more wait their turn.
+    pub password_concurrency: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            issuer: "http://127.0.0.1:8080".into(),
+            code_ttl: tessera_core::model::DEFAULT_CODE_TTL,
+            session_ttl: 24 * 3600,
+            page_ttl: 3600,
+            max_body_bytes: 64 * 1024,
+            password_concurrency: 2,
+        }
+    }
+}
+
+impl Settings {
+    /// Checks the settings once at start; the message names the bad setting.
+    pub fn validate(&self) -> Result<(), String> {
+        let url = url::Url::parse(&self.issuer)
+            .map_err(|e| format!("issuer {:?} is not a URL: {e}", self.issuer))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!("issuer {:?} must be an http(s) URL", self.issuer));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(format!(
+                "issuer {:?} must not have a query or fragment (RFC 8414 §2)",
+                self.issuer
+            ));
+        }
+        if !(10..=3600).contains(&self.code_ttl) {
+            return Err("code_ttl must be between 10 and 3600 seconds".into());
+        }
+        if self.session_ttl < 60 {
+            return Err("session_ttl must be at least 60 seconds".into());
+        }
+        if self.page_ttl < 60 {
+            return Err("page_ttl must be at least 60 seconds".into());
+        }
+        if self.max_body_bytes < 1024 {
+            return Err("max_body_bytes must be at least 1024".into());
+        }
+        if self.password_concurrency == 0 {
+            return Err("password_concurrency must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// Cookies get `Secure` when the issuer is served over https.
+    pub fn secure_cookies(&self) -> bool {
+        self.issuer.starts_with("https://")
+    }
+
+    /// The issuer without a trailing slash, for building endpoint URLs.
+    pub fn base_url(&self) -> &str {
+        self.issuer.trim_end_matches('/')
+    }
+}

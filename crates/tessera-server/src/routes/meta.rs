@@ -1,0 +1,53 @@
+//! Discovery, health and static assets.
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::pages::{static_asset, CSS, FORM_POST_JS};
+use crate::AppState;
+
+pub async fn discovery(State(state): State<AppState>) -> Response {
+    let mut resp = Json(tessera_core::discovery::metadata(&state.settings().issuer)).into_response();
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    resp
+}
+
+pub async fn live() -> Response {
+    Json(json!({"status": "ok"})).into_response()
+}
+
+pub async fn ready(State(state): State<AppState>) -> Response {
+    match state.store().ping().await {
+        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "unavailable", "reason": "store unreachable"})),
+            )
+                .into_response()
+        }
+    }
+}
+
+pub async fn css() -> Response {
+    static_asset(CSS, "text/css; charset=utf-8")
+}
+
+pub async fn form_post_js() -> Response {
+    static_asset(FORM_POST_JS, "text/javascript; charset=utf-8")
+}
+
+pub async fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"error": "not_found", "error_description": "no such endpoint"})),
+    )
+        .into_response()
+}

@@ -1,0 +1,292 @@
+//! Sign-in, consent and sign-out pages (contract §3). Every form carries a CSRF token.
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use tessera_core::authorize::AuthorizationRequest;
+use tessera_core::model::{Consent, Session, DEFAULT_TENANT};
+use tessera_core::ErrorCode;
+use tessera_crypto::SecretHash;
+
+use super::authorize::{decide, issue_code, refuse, see_other, ConsentRequest};
+use crate::error::PageError;
+use crate::extract::{PageForm, Query};
+use crate::issue::{secret, SESSION_PREFIX};
+use crate::pages::{describe_scope, render, ConsentPage, HomePage, LoginPage, LogoutPage};
+use crate::session::{self, Csrf, SESSION_COOKIE};
+use crate::AppState;
+
+/// Only local paths may be a post-login destination (no open redirect, RFC 9700 §4.11).
+fn safe_return_to(value: Option<&str>) -> Option<&str> {
+    value.filter(|v| v.starts_with('/') && !v.starts_with("//") && !v.contains('\\'))
+}
+
+fn with_cookies(mut resp: Response, cookies: impl IntoIterator<Item = Option<HeaderValue>>) -> Response {
+    for c in cookies.into_iter().flatten() {
+        resp.headers_mut().append(header::SET_COOKIE, c);
+    }
+    resp
+}
+
+struct LoginView<'a> {
+    request: Option<&'a str>,
+    return_to: Option<&'a str>,
+    error: Option<&'a str>,
+    username: &'a str,
+}
+
+async fn login_page(
+    state: &AppState,
+    headers: &HeaderMap,
+    view: LoginView<'_>,
+    status: StatusCode,
+) -> Result<Response, PageError> {
+    let (app, tenant) = match view.request {
+        Some(blob) => {
+            let req: AuthorizationRequest = session::open(state, Some(blob))?;
+            let client = state.store().get_client(&req.client_id).await?;
+            (client.map(|c| c.name), req.tenant)
+        }
+        None => (None, DEFAULT_TENANT.to_owned()),
+    };
+    let csrf = Csrf::ensure(headers);
+    let page = LoginPage {
+        csrf: &csrf.form_token(state),
+        request: view.request,
+        return_to: view.return_to,
+        app_name: app.as_deref(),
+        error: view.error,
+        username: view.username,
+        tenant: &tenant,
+    };
+    Ok(with_cookies(render(status, &page), [csrf.set_cookie(state)]))
+}
+
+pub async fn login_get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(params): Query,
+) -> Result<Response, PageError> {
+    let params = params.map_err(|e| PageError::bad_request(e.description))?;
+    let view = LoginView {
+        request: params.single("request").ok().flatten(),
+        return_to: safe_return_to(params.single("return_to").ok().flatten()),
+        error: None,
+        username: "",
+    };
+    login_page(&state, &headers, view, StatusCode::OK).await
+}
+
+pub async fn login_post(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    PageForm(form): PageForm,
+) -> Result<Response, PageError> {
+    let field = |name| form.single(name).map_err(|e| PageError::bad_request(e.description));
+    Csrf::verify(&state, &headers, field("csrf_token")?)?;
+    let blob = field("request")?;
+    let return_to = safe_return_to(field("return_to")?);
+    let request: Option<AuthorizationRequest> = match blob {
+        Some(_) => Some(session::open(&state, blob)?),
+        None => None,
+    };
+    let tenant = request
+        .as_ref()
+        .map(|r| r.tenant.as_str())
+        .unwrap_or(DEFAULT_TENANT);
+    let username = field("username")?.unwrap_or("");
+    let password = field("password")?.unwrap_or("").to_owned();
+
+    let user = state.store().find_user(tenant, username).await?;
+    let verified = verify_password(&state, password, user.as_ref().map(|u| u.password_hash.clone())).await?;
+    let user = match (user, verified) {
+        (Some(u), true) => u,
+        _ => {
+            tracing::info!(tenant, "sign-in failed");
+            let view = LoginView {
+                request: blob,
+                return_to,
+                error: Some("Invalid username or password"),
+                username,
+            };
+            return login_page(&state, &headers, view, StatusCode::OK).await;
+        }
+    };
+    tracing::info!(tenant, user_id = %user.id, "sign-in succeeded");
+
+    // A new session id at every sign-in: no fixation of a pre-login cookie.
+    if let Some(old) = session::cookie(&headers, SESSION_COOKIE) {
+        state.store().delete_session(SecretHash::of(old).as_bytes()).await?;
+    }
+    let now = state.now();
+    let token = secret(SESSION_PREFIX).map_err(|e| PageError::bad_request(e.description))?;
+    let new_session = Session {
+        hash: SecretHash::of(&token).0,
+        user_id: user.id.clone(),
+        tenant: user.tenant.clone(),
+        auth_time: now,
+        expires_at: now + state.settings().session_ttl,
+    };
+    state.store().create_session(&new_session).await?;
+    let cookie = session::set_cookie(&state, SESSION_COOKIE, &token, state.settings().session_ttl);
+
+    let resp = match request {
+        Some(request) => {
+            let client = state.store().get_client(&request.client_id).await?.ok_or_else(|| {
+                PageError::bad_request("The application no longer exists.")
+            })?;
+            decide(&state, &client, request, Some((new_session, user)), true, true).await?
+        }
+        None => see_other(return_to.unwrap_or("/")),
+    };
+    Ok(with_cookies(resp, [Some(cookie)]))
+}
+
+pub async fn consent_get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(params): Query,
+) -> Result<Response, PageError> {
+    let params = params.map_err(|e| PageError::bad_request(e.description))?;
+    let blob = params.single("request").ok().flatten();
+    let pending: ConsentRequest = session::open(&state, blob)?;
+    let (_, user) = signed_in_as(&state, &headers, &pending.user_id).await?;
+    let client = state
+        .store()
+        .get_client(&pending.request.client_id)
+        .await?
+        .ok_or_else(|| PageError::bad_request("The application no longer exists."))?;
+    let csrf = Csrf::ensure(&headers);
+    let redirect_host = url::Url::parse(&pending.request.redirect_uri)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_else(|| pending.request.redirect_uri.clone());
+    let page = ConsentPage {
+        csrf: &csrf.form_token(&state),
+        request: blob.unwrap_or(""),
+        app_name: &client.name,
+        username: &user.username,
+        permissions: pending
+            .request
+            .scope
+            .iter()
+            .map(|s| (s.to_owned(), describe_scope(s)))
+            .collect(),
+        audiences: &pending.request.audiences,
+        redirect_host,
+    };
+    Ok(with_cookies(render(StatusCode::OK, &page), [csrf.set_cookie(&state)]))
+}
+
+/// The session of the user a pending consent belongs to; anyone else is refused.
+async fn signed_in_as(
+    state: &AppState,
+    headers: &HeaderMap,
+    user_id: &str,
+) -> Result<(Session, tessera_core::model::User), PageError> {
+    match session::current(state, headers).await? {
+        Some((s, u)) if u.id == user_id => Ok((s, u)),
+        _ => Err(PageError::forbidden(
+            "Your session has ended or belongs to another user. Return to the application and sign in again.",
+        )),
+    }
+}
+
+pub async fn consent_post(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    PageForm(form): PageForm,
+) -> Result<Response, PageError> {
+    let field = |name| form.single(name).map_err(|e| PageError::bad_request(e.description));
+    Csrf::verify(&state, &headers, field("csrf_token")?)?;
+    let pending: ConsentRequest = session::open(&state, field("request")?)?;
+    let (session, user) = signed_in_as(&state, &headers, &pending.user_id).await?;
+    let request = pending.request;
+    match field("decision")? {
+        Some("allow") => {}
+        Some("deny") => {
+            tracing::info!(client_id = %request.client_id, "consent denied");
+            return Ok(refuse(&state, &request, ErrorCode::AccessDenied, "the user denied the request", true));
+        }
+        _ => return Err(PageError::bad_request("Choose Allow or Deny.")),
+    }
+    if state.store().get_client(&request.client_id).await?.is_none() {
+        return Err(PageError::bad_request("The application no longer exists."));
+    }
+    // Remember the union, so that a later request for fewer scopes needs no new consent.
+    let previous = state.store().get_consent(&user.id, &request.client_id).await?;
+    let scope = previous
+        .map(|c| c.scope.union(&request.scope))
+        .unwrap_or_else(|| request.scope.clone());
+    state
+        .store()
+        .save_consent(&Consent {
+            user_id: user.id.clone(),
+            client_id: request.client_id.clone(),
+            scope,
+            granted_at: state.now(),
+        })
+        .await?;
+    tracing::info!(client_id = %request.client_id, user_id = %user.id, "consent given");
+    issue_code(&state, &request, &session, &user, true).await
+}
+
+pub async fn logout_get(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, PageError> {
+    let current = session::current(&state, &headers).await?;
+    let csrf = Csrf::ensure(&headers);
+    let username = current.as_ref().map(|(_, u)| u.username.as_str()).unwrap_or("");
+    let page = LogoutPage {
+        csrf: &csrf.form_token(&state),
+        username,
+        signed_out: current.is_none(),
+    };
+    Ok(with_cookies(render(StatusCode::OK, &page), [csrf.set_cookie(&state)]))
+}
+
+pub async fn logout_post(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    PageForm(form): PageForm,
+) -> Result<Response, PageError> {
+    let token = form.single("csrf_token").map_err(|e| PageError::bad_request(e.description))?;
+    Csrf::verify(&state, &headers, token)?;
+    if let Some(secret) = session::cookie(&headers, SESSION_COOKIE) {
+        state.store().delete_session(SecretHash::of(secret).as_bytes()).await?;
+    }
+    let page = LogoutPage { csrf: "", username: "", signed_out: true };
+    Ok(with_cookies(
+        render(StatusCode::OK, &page),
+        [Some(session::clear_cookie(&state, SESSION_COOKIE))],
+    ))
+}
+
+pub async fn home(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, PageError> {
+    let current = session::current(&state, &headers).await?;
+    let page = HomePage { username: current.as_ref().map(|(_, u)| u.username.as_str()) };
+    Ok(render(StatusCode::OK, &page).into_response())
+}
+
+/// Verifies a password on a blocking thread, at most `password_concurrency` at once.
+/// Unknown users are checked against a dummy hash so timing does not reveal them.
+async fn verify_password(
+    state: &AppState,
+    password: String,
+    phc: Option<String>,
+) -> Result<bool, PageError> {
+    let _permit = state
+        .0
+        .password_slots
+        .acquire()
+        .await
+        .map_err(|_| PageError::bad_request("server is shutting down"))?;
+    let passwords = state.0.passwords.clone();
+    tokio::task::spawn_blocking(move || match phc {
+        Some(phc) => passwords.verify(&password, &phc),
+        None => {
+            passwords.verify_dummy(&password);
+            false
+        }
+    })
+    .await
+    .map_err(|_| PageError::bad_request("internal error"))
+}

@@ -1,0 +1,243 @@
+//! Token introspection (RFC 7662), revocation (RFC 7009), and the user endpoints that
+//! accept bearer tokens (OIDC UserInfo, `/v1/users/me`).
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Map, Value};
+use tessera_core::model::{AccessToken, User};
+use tessera_core::params::Params;
+use tessera_core::{ErrorCode, OAuthError};
+use tessera_crypto::SecretHash;
+
+use super::authenticate_client;
+use crate::error::ApiError;
+use crate::extract::{header_str, Form};
+use crate::issue::{ACCESS_PREFIX, REFRESH_PREFIX};
+use crate::AppState;
+
+fn audience_value(audiences: &[String]) -> Value {
+    match audiences {
+        [] => Value::Null,
+        [one] => json!(one),
+        many => json!(many),
+    }
+}
+
+pub async fn introspect(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(params): Form,
+) -> Result<Response, ApiError> {
+    let client = authenticate_client(&state, &headers, &params).await?;
+    // RFC 7662 §2.1: the caller must be authenticated; a public client is not.
+    if client.public {
+        return Err(OAuthError::invalid_client("introspection requires a confidential client").into());
+    }
+    let token = params.required("token")?;
+    params.single("token_type_hint")?;
+    let now = state.now();
+    let inactive = || Ok(no_store(Json(json!({"active": false})).into_response()));
+    let hash = SecretHash::of(token).0;
+    let issuer = &state.settings().issuer;
+    if token.starts_with(ACCESS_PREFIX) {
+        let Some(at) = state.store().get_access_token(&hash).await? else { return inactive() };
+        if !at.is_active(now) {
+            return inactive();
+        }
+        let mut body = json!({
+            "active": true,
+            "token_type": "Bearer",
+            "scope": at.scope.to_string(),
+            "client_id": at.client_id,
+            "exp": at.expires_at,
+            "iat": at.issued_at,
+            "iss": issuer,
+        });
+        if let Some(obj) = body.as_object_mut() {
+            if let Some(sub) = &at.user_id {
+                obj.insert("sub".into(), json!(sub));
+            }
+            if let Some(t) = &at.tenant {
+                obj.insert("tenant".into(), json!(t));
+            }
+            if !at.audiences.is_empty() {
+                obj.insert("aud".into(), audience_value(&at.audiences));
+            }
+        }
+        return Ok(no_store(Json(body).into_response()));
+    }
+    if token.starts_with(REFRESH_PREFIX) {
+        let Some(rt) = state.store().get_refresh_token(&hash).await? else { return inactive() };
+        // Refresh tokens are credentials of their client only: others learn nothing.
+        if !rt.is_active(now) || rt.grant.client_id != client.id {
+            return inactive();
+        }
+        let mut body = json!({
+            "active": true,
+            "token_type": "refresh_token",
+            "scope": rt.grant.scope.to_string(),
+            "client_id": rt.grant.client_id,
+            "exp": rt.expires_at,
+            "iat": rt.issued_at,
+            "iss": issuer,
+        });
+        if let (Some(obj), Some(sub)) = (body.as_object_mut(), &rt.grant.user_id) {
+            obj.insert("sub".into(), json!(sub));
+            if let Some(t) = &rt.grant.tenant {
+                obj.insert("tenant".into(), json!(t));
+            }
+        }
+        return Ok(no_store(Json(body).into_response()));
+    }
+    inactive()
+}
+
+/// RFC 7009 §2: revokes a token of the calling client. Tokens of other clients and
+/// unknown tokens are answered with 200 too (§2.2), revealing nothing.
+pub async fn revoke(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(params): Form,
+) -> Result<Response, ApiError> {
+    let client = authenticate_client(&state, &headers, &params).await?;
+    let token = params.required("token")?;
+    params.single("token_type_hint")?;
+    let now = state.now();
+    let hash = SecretHash::of(token).0;
+    if token.starts_with(ACCESS_PREFIX) {
+        if let Some(at) = state.store().get_access_token(&hash).await? {
+            if at.client_id == client.id {
+                state.store().revoke_access_token(&hash, now).await?;
+                tracing::info!(client_id = %client.id, "access token revoked");
+            }
+        }
+    } else if token.starts_with(REFRESH_PREFIX) {
+        if let Some(rt) = state.store().get_refresh_token(&hash).await? {
+            // §2.1: revoking a refresh token revokes the access tokens of its grant too.
+            if rt.grant.client_id == client.id {
+                state.store().revoke_grant(&rt.grant.id, now).await?;
+                tracing::info!(client_id = %client.id, grant_id = %rt.grant.id, "refresh token revoked with its grant");
+            }
+        }
+    }
+    Ok(no_store(StatusCode::OK.into_response()))
+}
+
+fn no_store(mut resp: Response) -> Response {
+    resp.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    resp
+}
+
+fn bearer_error(description: &str) -> ApiError {
+    ApiError::Bearer(OAuthError::new(ErrorCode::InvalidToken, description))
+}
+
+/// RFC 6750 §2.1/§2.2: the token comes in the Authorization header or, for POST, the form
+/// body, never both.
+fn bearer_token<'a>(headers: &'a HeaderMap, form: Option<&'a Params>) -> Result<&'a str, ApiError> {
+    let from_header = match header_str(headers, "authorization") {
+        Some(h) => {
+            let (scheme, token) = h.trim().split_once(' ').ok_or_else(|| bearer_error("malformed Authorization header"))?;
+            if !scheme.eq_ignore_ascii_case("bearer") {
+                return Err(bearer_error("use the Bearer scheme"));
+            }
+            Some(token.trim())
+        }
+        None => None,
+    };
+    let from_body = match form {
+        Some(p) => p.single("access_token")?,
+        None => None,
+    };
+    match (from_header, from_body) {
+        (Some(_), Some(_)) => Err(OAuthError::invalid_request("send the token in one place only").into()),
+        (Some(t), None) | (None, Some(t)) => Ok(t),
+        (None, None) => Err(bearer_error("a bearer token is required")),
+    }
+}
+
+/// The live access token and its user.
+async fn authorized_user(state: &AppState, token: &str) -> Result<(AccessToken, User), ApiError> {
+    let invalid = || bearer_error("the access token is invalid, expired or revoked");
+    if !token.starts_with(ACCESS_PREFIX) {
+        return Err(invalid());
+    }
+    let at = state
+        .store()
+        .get_access_token(&SecretHash::of(token).0)
+        .await?
+        .filter(|at| at.is_active(state.now()))
+        .ok_or_else(invalid)?;
+    let user_id = at
+        .user_id
+        .clone()
+        .ok_or_else(|| bearer_error("this access token does not represent a user"))?;
+    let user = state.store().get_user(&user_id).await?.ok_or_else(invalid)?;
+    Ok((at, user))
+}
+
+/// OIDC Core §5.3: `sub` always, other claims as the granted scopes allow.
+fn userinfo_claims(at: &AccessToken, user: &User) -> Value {
+    let mut claims = Map::new();
+    claims.insert("sub".into(), json!(user.id));
+    claims.insert("tenant".into(), json!(user.tenant));
+    if at.scope.contains("profile") {
+        claims.insert("preferred_username".into(), json!(user.username));
+        if let Some(name) = &user.name {
+            claims.insert("name".into(), json!(name));
+        }
+    }
+    if at.scope.contains("email") {
+        if let Some(email) = &user.email {
+            claims.insert("email".into(), json!(email));
+        }
+    }
+    Value::Object(claims)
+}
+
+pub async fn userinfo_get(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let token = bearer_token(&headers, None)?;
+    let (at, user) = authorized_user(&state, token).await?;
+    Ok(no_store(Json(userinfo_claims(&at, &user)).into_response()))
+}
+
+pub async fn userinfo_post(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(params): Form,
+) -> Result<Response, ApiError> {
+    let token = bearer_token(&headers, Some(&params))?;
+    let (at, user) = authorized_user(&state, token).await?;
+    Ok(no_store(Json(userinfo_claims(&at, &user)).into_response()))
+}
+
+/// CATAPA's `/v1/users/me`: the `Tenant` header must name the token's tenant.
+pub async fn users_me(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let tenant = header_str(&headers, "tenant")
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| OAuthError::invalid_request("the Tenant header is required"))?;
+    let token = bearer_token(&headers, None)?;
+    let (at, user) = authorized_user(&state, token).await?;
+    if at.tenant.as_deref() != Some(tenant) {
+        return Err(ApiError::Status(
+            StatusCode::FORBIDDEN,
+            OAuthError::new(ErrorCode::AccessDenied, "the token belongs to another tenant"),
+        ));
+    }
+    Ok(no_store(
+        Json(json!({
+            "id": user.id,
+            "username": user.username,
+            "name": user.name,
+            "email": user.email,
+            "tenant": user.tenant,
+        }))
+        .into_response(),
+    ))
+}

@@ -1,0 +1,146 @@
+//! The token endpoint (RFC 6749 §3.2): one handler per grant, dispatched in one place.
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use tessera_core::client::Client;
+use tessera_core::model::{refreshed_scope, Grant, RefreshUse};
+use tessera_core::token::{check_client_credentials_scope, TokenRequest};
+use tessera_core::{OAuthError, ScopeSet};
+use tessera_crypto::SecretHash;
+use tessera_store::Swap;
+
+use super::authenticate_client;
+use crate::error::ApiError;
+use crate::extract::Form;
+use crate::issue::{mint, new_grant_id, Minted};
+use crate::AppState;
+
+pub async fn token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(params): Form,
+) -> Result<Response, ApiError> {
+    let client = authenticate_client(&state, &headers, &params).await?;
+    let request = TokenRequest::parse(&params)?;
+    if !client.allows_grant(request.grant_type()) {
+        return Err(OAuthError::unauthorized_client(format!(
+            "this client is not registered for the {} grant",
+            request.grant_type().as_str()
+        ))
+        .into());
+    }
+    let minted = match request {
+        TokenRequest::AuthorizationCode { code, redirect_uri, code_verifier } => {
+            authorization_code(&state, &client, &code, redirect_uri.as_deref(), code_verifier.as_deref()).await?
+        }
+        TokenRequest::RefreshToken { refresh_token, scope } => {
+            refresh(&state, &client, &refresh_token, scope.as_ref()).await?
+        }
+        TokenRequest::ClientCredentials { scope, audiences } => {
+            client_credentials(&state, &client, scope, audiences).await?
+        }
+    };
+    let mut resp = Json(minted.response()).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    Ok(resp)
+}
+
+/// RFC 6749 §4.1.3. A code presented twice is refused and everything issued from it
+/// revoked (§4.1.2, RFC 9700 §4.5); this includes the losers of a parallel redemption.
+async fn authorization_code(
+    state: &AppState,
+    client: &Client,
+    code: &str,
+    redirect_uri: Option<&str>,
+    code_verifier: Option<&str>,
+) -> Result<Minted, ApiError> {
+    let now = state.now();
+    let hash = SecretHash::of(code).0;
+    let record = state
+        .store()
+        .get_code(&hash)
+        .await?
+        .ok_or_else(|| OAuthError::invalid_grant("authorization code is invalid or expired"))?;
+    record.check_redemption(&client.id, redirect_uri, code_verifier, now)?;
+    let replayed = || {
+        OAuthError::invalid_grant("authorization code was already used; the tokens issued from it are revoked")
+    };
+    if record.used {
+        state.store().revoke_grant(&record.grant.id, now).await?;
+        tracing::warn!(client_id = %client.id, grant_id = %record.grant.id, "authorization code replay: grant revoked");
+        return Err(replayed().into());
+    }
+    let with_refresh = client.issues_refresh_token(&record.grant.scope);
+    let minted = mint(client, &record.grant, record.grant.scope.clone(), with_refresh, true, now)?;
+    match state.store().redeem_code(&hash, &minted.issuance, now).await? {
+        Swap::Done => Ok(minted),
+        Swap::AlreadyUsed => {
+            state.store().revoke_grant(&record.grant.id, now).await?;
+            tracing::warn!(client_id = %client.id, grant_id = %record.grant.id, "concurrent code redemption: grant revoked");
+            Err(replayed().into())
+        }
+    }
+}
+
+/// RFC 6749 §6 with rotation (RFC 9700 §4.14.2): every use yields a new refresh token;
+/// presenting a rotated one revokes the whole family.
+async fn refresh(
+    state: &AppState,
+    client: &Client,
+    refresh_token: &str,
+    requested_scope: Option<&ScopeSet>,
+) -> Result<Minted, ApiError> {
+    let now = state.now();
+    let hash = SecretHash::of(refresh_token).0;
+    let record = state
+        .store()
+        .get_refresh_token(&hash)
+        .await?
+        .ok_or_else(|| OAuthError::invalid_grant("refresh token is invalid, expired or revoked"))?;
+    let reused = || OAuthError::invalid_grant("refresh token was already used; the authorization is revoked");
+    if record.check_use(&client.id, now)? == RefreshUse::Reuse {
+        state.store().revoke_grant(&record.grant.id, now).await?;
+        tracing::warn!(client_id = %client.id, grant_id = %record.grant.id, "refresh token reuse: family revoked");
+        return Err(reused().into());
+    }
+    let scope = refreshed_scope(&record.grant.scope, requested_scope)?;
+    let minted = mint(client, &record.grant, scope, true, false, now)?;
+    match state.store().rotate_refresh_token(&hash, &minted.issuance, now).await? {
+        Swap::Done => Ok(minted),
+        Swap::AlreadyUsed => {
+            state.store().revoke_grant(&record.grant.id, now).await?;
+            tracing::warn!(client_id = %client.id, grant_id = %record.grant.id, "concurrent refresh: family revoked");
+            Err(reused().into())
+        }
+    }
+}
+
+/// RFC 6749 §4.4: tokens for the client itself, never with a refresh token.
+async fn client_credentials(
+    state: &AppState,
+    client: &Client,
+    scope: ScopeSet,
+    audiences: Vec<String>,
+) -> Result<Minted, ApiError> {
+    let now = state.now();
+    check_client_credentials_scope(&scope)?;
+    client.check_scopes(&scope)?;
+    client.check_audiences(&audiences)?;
+    let grant = Grant {
+        id: new_grant_id()?,
+        client_id: client.id.clone(),
+        user_id: None,
+        tenant: client.tenant.clone(),
+        scope: scope.clone(),
+        audiences,
+        auth_time: None,
+        created_at: now,
+    };
+    let minted = mint(client, &grant, scope, false, true, now)?;
+    state.store().issue(&minted.issuance).await?;
+    Ok(minted)
+}
