@@ -95,7 +95,7 @@ enum UserCmd {
 #[derive(Subcommand)]
 enum ClientCmd {
     /// Register a client; prints its id and (once) its secret.
-    Create(ClientCreateArgs),
+    Create(Box<ClientCreateArgs>),
     /// List clients.
     List {
         #[arg(long)]
@@ -196,7 +196,7 @@ fn open_store(url: &str) -> Result<Arc<SqliteStore>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         bail!("PostgreSQL stores are not supported by this build yet; use sqlite://PATH");
     }
-    if !(url.starts_with("sqlite:") || !url.contains("://")) {
+    if !url.starts_with("sqlite:") && url.contains("://") {
         bail!("unsupported database URL {url:?}; use sqlite://PATH");
     }
     let path = SqliteStore::path_from_url(url);

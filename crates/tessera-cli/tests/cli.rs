@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! The `tessera` binary as users and their scripts run it (contract §1).
 
 use std::io::{BufRead, BufReader, Write};
@@ -195,6 +196,7 @@ impl Drop for Server {
     }
 }
 
+#[allow(clippy::zombie_processes)] // the returned Server waits for the child on drop
 fn serve(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Server {
     let mut cmd = Command::new(BIN);
     cmd.args(["--database", &db_url(dir), "serve", "--listen", "127.0.0.1:0"])

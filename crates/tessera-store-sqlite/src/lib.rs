@@ -209,7 +209,7 @@ impl SqliteStore {
             .map_err(|_| StoreError::Unavailable("writer stopped".into()))?
     }
 
-    async fn read<T, F>(self: &Self, op: F) -> StoreResult<T>
+    async fn read<T, F>(&self, op: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,

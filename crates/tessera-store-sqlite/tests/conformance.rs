@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! The shared store conformance suite against a fresh SQLite file.
 
 use std::sync::Arc;
