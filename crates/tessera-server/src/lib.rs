@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 mod extract;
 mod issue;
+mod metrics;
 mod pages;
 mod routes;
 mod security;

@@ -44,11 +44,13 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(pages::home))
         .route("/health/live", get(meta::live))
         .route("/health/ready", get(meta::ready))
+        .route("/metrics", get(crate::metrics::render))
         .route("/static/tessera.css", get(meta::css))
         .route("/static/form_post.js", get(meta::form_post_js))
         .fallback(meta::not_found)
         .layer(DefaultBodyLimit::max(state.settings().max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), crate::security::headers))
+        .layer(middleware::from_fn(crate::metrics::track))
         // Spans name the path only: query strings can carry codes and state.
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path())

@@ -31,6 +31,7 @@ pub async fn token(
         ))
         .into());
     }
+    let grant_type = request.grant_type().as_str();
     let minted = match request {
         TokenRequest::AuthorizationCode { code, redirect_uri, code_verifier } => {
             authorization_code(&state, &client, &code, redirect_uri.as_deref(), code_verifier.as_deref()).await?
@@ -42,6 +43,7 @@ pub async fn token(
             client_credentials(&state, &client, scope, audiences).await?
         }
     };
+    crate::metrics::event("token_issued", grant_type);
     let mut resp = Json(minted.response()).into_response();
     let h = resp.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -72,6 +74,7 @@ async fn authorization_code(
     if record.used {
         state.store().revoke_grant(&record.grant.id, now).await?;
         tracing::warn!(client_id = %client.id, grant_id = %record.grant.id, "authorization code replay: grant revoked");
+        crate::metrics::event("code_replay", "authorization_code");
         return Err(replayed().into());
     }
     let with_refresh = client.issues_refresh_token(&record.grant.scope);
@@ -105,6 +108,7 @@ async fn refresh(
     if record.check_use(&client.id, now)? == RefreshUse::Reuse {
         state.store().revoke_grant(&record.grant.id, now).await?;
         tracing::warn!(client_id = %client.id, grant_id = %record.grant.id, "refresh token reuse: family revoked");
+        crate::metrics::event("refresh_reuse", "refresh_token");
         return Err(reused().into());
     }
     let scope = refreshed_scope(&record.grant.scope, requested_scope)?;
