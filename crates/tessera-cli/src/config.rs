@@ -124,7 +124,9 @@ impl ServeConfig {
             max_body_bytes: self.max_body_bytes,
             password_concurrency: self.password_concurrency,
         };
-        settings.validate().map_err(|e| anyhow!("invalid configuration: {e}"))?;
+        settings
+            .validate()
+            .map_err(|e| anyhow!("invalid configuration: {e}"))?;
         Ok(settings)
     }
 }

@@ -17,7 +17,11 @@ use tessera_store::Store;
 use tessera_store_sqlite::SqliteStore;
 
 #[derive(Parser)]
-#[command(name = "tessera", version, about = "Tessera OAuth 2.0 / OpenID Connect authorization server")]
+#[command(
+    name = "tessera",
+    version,
+    about = "Tessera OAuth 2.0 / OpenID Connect authorization server"
+)]
 struct Cli {
     /// Store URL: sqlite://PATH (default ./tessera-data/tessera.db) or postgres://…
     #[arg(long, global = true, env = "TESSERA_DATABASE_URL")]
@@ -169,7 +173,10 @@ struct ClientCreateArgs {
 
 fn main() {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => fail(&anyhow!("cannot start the async runtime: {e}")),
     };
@@ -206,7 +213,8 @@ fn open_store(url: &str) -> Result<Arc<SqliteStore>> {
 }
 
 fn database_url(cli: &Option<String>) -> String {
-    cli.clone().unwrap_or_else(|| config::DEFAULT_DATABASE.to_owned())
+    cli.clone()
+        .unwrap_or_else(|| config::DEFAULT_DATABASE.to_owned())
 }
 
 fn print_json(v: &serde_json::Value) {
@@ -230,7 +238,10 @@ async fn run(cli: Cli) -> Result<()> {
                 TenantCmd::List { json } => {
                     let list = store.list_tenants().await?;
                     if json {
-                        print_json(&json!(list.iter().map(|t| json!({"id": t.id, "created_at": t.created_at})).collect::<Vec<_>>()));
+                        print_json(&json!(list
+                            .iter()
+                            .map(|t| json!({"id": t.id, "created_at": t.created_at}))
+                            .collect::<Vec<_>>()));
                     } else {
                         for t in list {
                             println!("{}", t.id);
@@ -240,7 +251,14 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::User(UserCmd::Create { username, tenant, email, name, password_stdin: _, json }) => {
+        Command::User(UserCmd::Create {
+            username,
+            tenant,
+            email,
+            name,
+            password_stdin: _,
+            json,
+        }) => {
             let mut password = String::new();
             std::io::stdin()
                 .read_to_string(&mut password)
@@ -267,9 +285,14 @@ async fn run(cli: Cli) -> Result<()> {
             )
             .await?;
             if json {
-                print_json(&json!({"id": user.id, "username": user.username, "tenant": user.tenant, "email": user.email, "name": user.name}));
+                print_json(
+                    &json!({"id": user.id, "username": user.username, "tenant": user.tenant, "email": user.email, "name": user.name}),
+                );
             } else {
-                println!("created user {} (id {}) in tenant {}", user.username, user.id, user.tenant);
+                println!(
+                    "created user {} (id {}) in tenant {}",
+                    user.username, user.id, user.tenant
+                );
             }
             Ok(())
         }
@@ -310,7 +333,9 @@ async fn client_command(cmd: ClientCmd, db: &str) -> Result<()> {
             } else {
                 println!("client_id:     {}", client.id);
                 match &secret {
-                    Some(s) => println!("client_secret: {s}\n(the secret is shown only now; store it safely)"),
+                    Some(s) => println!(
+                        "client_secret: {s}\n(the secret is shown only now; store it safely)"
+                    ),
                     None => println!("public client: no secret; PKCE is required"),
                 }
             }
@@ -320,11 +345,20 @@ async fn client_command(cmd: ClientCmd, db: &str) -> Result<()> {
             let store = open_store(db)?;
             let clients = store.list_clients().await?;
             if json {
-                print_json(&json!(clients.iter().map(admin::client_json).collect::<Vec<_>>()));
+                print_json(&json!(clients
+                    .iter()
+                    .map(admin::client_json)
+                    .collect::<Vec<_>>()));
             } else {
                 for c in clients {
                     let grants: Vec<&str> = c.grant_types.iter().map(|g| g.as_str()).collect();
-                    println!("{}  {}  [{}]  {}", c.id, c.name, grants.join(","), c.redirect_uris.join(" "));
+                    println!(
+                        "{}  {}  [{}]  {}",
+                        c.id,
+                        c.name,
+                        grants.join(","),
+                        c.redirect_uris.join(" ")
+                    );
                 }
             }
             Ok(())
@@ -373,7 +407,8 @@ async fn client_command(cmd: ClientCmd, db: &str) -> Result<()> {
 /// The master key from `TESSERA_MASTER_KEY`, or a key file created with mode 0600.
 fn master_key(cfg: &config::ServeConfig) -> Result<MasterKey> {
     if let Ok(text) = std::env::var("TESSERA_MASTER_KEY") {
-        return MasterKey::parse(&text).context("TESSERA_MASTER_KEY is invalid (expected base64url of 32 bytes)");
+        return MasterKey::parse(&text)
+            .context("TESSERA_MASTER_KEY is invalid (expected base64url of 32 bytes)");
     }
     let path = if cfg.master_key_file.is_empty() {
         let db = SqliteStore::path_from_url(&cfg.database_url);
@@ -384,7 +419,8 @@ fn master_key(cfg: &config::ServeConfig) -> Result<MasterKey> {
     if path.exists() {
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read master key file {}", path.display()))?;
-        return MasterKey::parse(&text).with_context(|| format!("master key file {} is invalid", path.display()));
+        return MasterKey::parse(&text)
+            .with_context(|| format!("master key file {} is invalid", path.display()));
     }
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -420,7 +456,13 @@ async fn serve(database: Option<String>, args: ServeArgs) -> Result<()> {
     let store = open_store(&cfg.database_url)?;
     let key = master_key(&cfg)?;
     let issuer = settings.issuer.clone();
-    let state = AppState::new(settings, store.clone(), Arc::new(SystemClock), &key, Passwords::new()?);
+    let state = AppState::new(
+        settings,
+        store.clone(),
+        Arc::new(SystemClock),
+        &key,
+        Passwords::new()?,
+    );
     if args.demo {
         demo::provision(&*store, &issuer).await?;
     }

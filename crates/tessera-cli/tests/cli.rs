@@ -27,7 +27,12 @@ fn run(dir: &Path, args: &[&str], stdin: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn tessera");
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
     child.wait_with_output().expect("wait")
 }
 
@@ -42,13 +47,21 @@ fn ok_json(out: &Output) -> Value {
 
 fn first_error_line(out: &Output) -> String {
     assert!(!out.status.success(), "expected failure, got success");
-    String::from_utf8_lossy(&out.stderr).lines().next().unwrap_or("").to_owned()
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_owned()
 }
 
 #[test]
 fn tenant_and_user_creation() {
     let dir = tempfile::tempdir().unwrap();
-    let t = ok_json(&run(dir.path(), &["tenant", "create", "acme", "--json"], ""));
+    let t = ok_json(&run(
+        dir.path(),
+        &["tenant", "create", "acme", "--json"],
+        "",
+    ));
     assert_eq!(t["id"], "acme");
     let err = first_error_line(&run(dir.path(), &["tenant", "create", "acme"], ""));
     assert!(err.contains("already exists"), "{err}");
@@ -57,7 +70,20 @@ fn tenant_and_user_creation() {
 
     let u = ok_json(&run(
         dir.path(),
-        &["user", "create", "--username", "alice", "--tenant", "acme", "--email", "alice@acme.example", "--name", "Alice", "--password-stdin", "--json"],
+        &[
+            "user",
+            "create",
+            "--username",
+            "alice",
+            "--tenant",
+            "acme",
+            "--email",
+            "alice@acme.example",
+            "--name",
+            "Alice",
+            "--password-stdin",
+            "--json",
+        ],
         "pass phrase with spaces\n",
     ));
     assert_eq!(u["username"], "alice");
@@ -65,13 +91,56 @@ fn tenant_and_user_creation() {
     assert_eq!(u["email"], "alice@acme.example");
     assert!(u.get("password").is_none() && u.get("password_hash").is_none());
 
-    let err = first_error_line(&run(dir.path(), &["user", "create", "--username", "alice", "--tenant", "acme", "--password-stdin"], "another password\n"));
+    let err = first_error_line(&run(
+        dir.path(),
+        &[
+            "user",
+            "create",
+            "--username",
+            "alice",
+            "--tenant",
+            "acme",
+            "--password-stdin",
+        ],
+        "another password\n",
+    ));
     assert!(err.contains("already exists"), "{err}");
-    let err = first_error_line(&run(dir.path(), &["user", "create", "--username", "bob", "--tenant", "nope", "--password-stdin"], "long enough pw\n"));
-    assert!(err.contains("tenant") && err.contains("does not exist"), "{err}");
-    let err = first_error_line(&run(dir.path(), &["user", "create", "--username", "bob", "--password-stdin"], "short\n"));
+    let err = first_error_line(&run(
+        dir.path(),
+        &[
+            "user",
+            "create",
+            "--username",
+            "bob",
+            "--tenant",
+            "nope",
+            "--password-stdin",
+        ],
+        "long enough pw\n",
+    ));
+    assert!(
+        err.contains("tenant") && err.contains("does not exist"),
+        "{err}"
+    );
+    let err = first_error_line(&run(
+        dir.path(),
+        &["user", "create", "--username", "bob", "--password-stdin"],
+        "short\n",
+    ));
     assert!(err.contains("at least 8"), "{err}");
-    let err = first_error_line(&run(dir.path(), &["user", "create", "--username", "bob", "--email", "not-an-email", "--password-stdin"], "long enough pw\n"));
+    let err = first_error_line(&run(
+        dir.path(),
+        &[
+            "user",
+            "create",
+            "--username",
+            "bob",
+            "--email",
+            "not-an-email",
+            "--password-stdin",
+        ],
+        "long enough pw\n",
+    ));
     assert!(err.contains("email"), "{err}");
     // Without --password-stdin the command refuses to run.
     let out = run(dir.path(), &["user", "create", "--username", "bob"], "");
@@ -81,17 +150,43 @@ fn tenant_and_user_creation() {
 #[test]
 fn client_create_with_every_option_and_management() {
     let dir = tempfile::tempdir().unwrap();
-    ok_json(&run(dir.path(), &["tenant", "create", "acme", "--json"], ""));
+    ok_json(&run(
+        dir.path(),
+        &["tenant", "create", "acme", "--json"],
+        "",
+    ));
     let c = ok_json(&run(
         dir.path(),
         &[
-            "client", "create", "--name", "Full", "--redirect-uri", "https://app.example.com/cb",
-            "--redirect-uri", "http://127.0.0.1:7000/cb",
-            "--grant-types", "authorization_code,refresh_token,client_credentials",
-            "--auth-method", "client_secret_basic", "--scopes", "openid profile email offline_access api:read",
-            "--audience", "https://api.example.com", "--refresh-tokens", "offline-access",
-            "--access-token-format", "opaque", "--access-token-ttl", "86400", "--refresh-token-ttl", "31536000",
-            "--require-pkce", "--skip-consent", "--tenant", "acme", "--json",
+            "client",
+            "create",
+            "--name",
+            "Full",
+            "--redirect-uri",
+            "https://app.example.com/cb",
+            "--redirect-uri",
+            "http://127.0.0.1:7000/cb",
+            "--grant-types",
+            "authorization_code,refresh_token,client_credentials",
+            "--auth-method",
+            "client_secret_basic",
+            "--scopes",
+            "openid profile email offline_access api:read",
+            "--audience",
+            "https://api.example.com",
+            "--refresh-tokens",
+            "offline-access",
+            "--access-token-format",
+            "opaque",
+            "--access-token-ttl",
+            "86400",
+            "--refresh-token-ttl",
+            "31536000",
+            "--require-pkce",
+            "--skip-consent",
+            "--tenant",
+            "acme",
+            "--json",
         ],
         "",
     ));
@@ -100,34 +195,75 @@ fn client_create_with_every_option_and_management() {
     assert!(secret.len() >= 43);
     assert_eq!(c["redirect_uris"].as_array().unwrap().len(), 2);
     assert_eq!(c["grant_types"].as_array().unwrap().len(), 3);
-    assert_eq!(c["token_endpoint_auth_methods"], serde_json::json!(["client_secret_basic"]));
+    assert_eq!(
+        c["token_endpoint_auth_methods"],
+        serde_json::json!(["client_secret_basic"])
+    );
     assert_eq!(c["refresh_tokens"], "offline-access");
     assert_eq!(c["access_token_ttl"], 86400);
     assert_eq!(c["refresh_token_ttl"], 31536000);
     assert_eq!(c["require_pkce"], true);
     assert_eq!(c["skip_consent"], true);
     assert_eq!(c["tenant"], "acme");
-    assert_eq!(c["audiences"], serde_json::json!(["https://api.example.com"]));
+    assert_eq!(
+        c["audiences"],
+        serde_json::json!(["https://api.example.com"])
+    );
 
-    let public = ok_json(&run(dir.path(), &["client", "create", "--name", "SPA", "--public", "--redirect-uri", "https://spa.example.com/cb", "--json"], ""));
+    let public = ok_json(&run(
+        dir.path(),
+        &[
+            "client",
+            "create",
+            "--name",
+            "SPA",
+            "--public",
+            "--redirect-uri",
+            "https://spa.example.com/cb",
+            "--json",
+        ],
+        "",
+    ));
     assert!(public["client_secret"].is_null());
-    assert_eq!(public["token_endpoint_auth_methods"], serde_json::json!(["none"]));
+    assert_eq!(
+        public["token_endpoint_auth_methods"],
+        serde_json::json!(["none"])
+    );
 
     let list = ok_json(&run(dir.path(), &["client", "list", "--json"], ""));
     assert_eq!(list.as_array().unwrap().len(), 2);
-    let listed = String::from_utf8_lossy(&run(dir.path(), &["client", "list", "--json"], "").stdout).to_string();
-    assert!(!listed.contains(&secret), "the secret is shown only at creation");
+    let listed =
+        String::from_utf8_lossy(&run(dir.path(), &["client", "list", "--json"], "").stdout)
+            .to_string();
+    assert!(
+        !listed.contains(&secret),
+        "the secret is shown only at creation"
+    );
 
     let shown = ok_json(&run(dir.path(), &["client", "show", &id, "--json"], ""));
     assert_eq!(shown["name"], "Full");
     assert!(shown.get("client_secret").is_none());
 
-    let rotated = ok_json(&run(dir.path(), &["client", "rotate-secret", &id, "--json"], ""));
+    let rotated = ok_json(&run(
+        dir.path(),
+        &["client", "rotate-secret", &id, "--json"],
+        "",
+    ));
     assert_ne!(rotated["client_secret"].as_str().unwrap(), secret);
-    let err = first_error_line(&run(dir.path(), &["client", "rotate-secret", public["client_id"].as_str().unwrap()], ""));
+    let err = first_error_line(&run(
+        dir.path(),
+        &[
+            "client",
+            "rotate-secret",
+            public["client_id"].as_str().unwrap(),
+        ],
+        "",
+    ));
     assert!(err.contains("public"), "{err}");
 
-    assert!(run(dir.path(), &["client", "delete", &id], "").status.success());
+    assert!(run(dir.path(), &["client", "delete", &id], "")
+        .status
+        .success());
     let err = first_error_line(&run(dir.path(), &["client", "show", &id], ""));
     assert!(err.contains("no client"), "{err}");
     let err = first_error_line(&run(dir.path(), &["client", "delete", &id], ""));
@@ -138,32 +274,150 @@ fn client_create_with_every_option_and_management() {
 fn bad_client_input_is_refused_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let cases: &[(&[&str], &str)] = &[
-        (&["--name", "A", "--redirect-uri", "not a uri"], "not an absolute URI"),
-        (&["--name", "A", "--redirect-uri", "https://a.example/cb#frag"], "fragment"),
-        (&["--name", "A", "--redirect-uri", "http://a.example/cb"], "https"),
-        (&["--name", "A", "--redirect-uri", "https://a.example/cb", "--grant-types", "password"], "unknown grant type"),
-        (&["--name", "A", "--redirect-uri", "https://a.example/cb", "--auth-method", "private_key_jwt"], "unknown auth method"),
-        (&["--name", "A", "--redirect-uri", "https://a.example/cb", "--refresh-tokens", "never"], "refresh-token policy"),
-        (&["--name", "A", "--redirect-uri", "https://a.example/cb", "--access-token-ttl", "5"], "between 60"),
-        (&["--name", "A", "--redirect-uri", "https://a.example/cb", "--access-token-ttl", "31536001"], "between 60"),
-        (&["--name", "A", "--public", "--grant-types", "client_credentials"], "public client"),
+        (
+            &["--name", "A", "--redirect-uri", "not a uri"],
+            "not an absolute URI",
+        ),
+        (
+            &["--name", "A", "--redirect-uri", "https://a.example/cb#frag"],
+            "fragment",
+        ),
+        (
+            &["--name", "A", "--redirect-uri", "http://a.example/cb"],
+            "https",
+        ),
+        (
+            &[
+                "--name",
+                "A",
+                "--redirect-uri",
+                "https://a.example/cb",
+                "--grant-types",
+                "password",
+            ],
+            "unknown grant type",
+        ),
+        (
+            &[
+                "--name",
+                "A",
+                "--redirect-uri",
+                "https://a.example/cb",
+                "--auth-method",
+                "private_key_jwt",
+            ],
+            "unknown auth method",
+        ),
+        (
+            &[
+                "--name",
+                "A",
+                "--redirect-uri",
+                "https://a.example/cb",
+                "--refresh-tokens",
+                "never",
+            ],
+            "refresh-token policy",
+        ),
+        (
+            &[
+                "--name",
+                "A",
+                "--redirect-uri",
+                "https://a.example/cb",
+                "--access-token-ttl",
+                "5",
+            ],
+            "between 60",
+        ),
+        (
+            &[
+                "--name",
+                "A",
+                "--redirect-uri",
+                "https://a.example/cb",
+                "--access-token-ttl",
+                "31536001",
+            ],
+            "between 60",
+        ),
+        (
+            &[
+                "--name",
+                "A",
+                "--public",
+                "--grant-types",
+                "client_credentials",
+            ],
+            "public client",
+        ),
         (&["--name", "A"], "--redirect-uri is required"),
-        (&["--name", "A", "--redirect-uri", "https://a.example/cb", "--scopes", "bad\"scope"], "invalid --scopes"),
-        (&["--name", "A", "--redirect-uri", "https://a.example/cb", "--tenant", "missing"], "does not exist"),
+        (
+            &[
+                "--name",
+                "A",
+                "--redirect-uri",
+                "https://a.example/cb",
+                "--scopes",
+                "bad\"scope",
+            ],
+            "invalid --scopes",
+        ),
+        (
+            &[
+                "--name",
+                "A",
+                "--redirect-uri",
+                "https://a.example/cb",
+                "--tenant",
+                "missing",
+            ],
+            "does not exist",
+        ),
     ];
     for (args, expected) in cases {
         let mut full = vec!["client", "create"];
         full.extend_from_slice(args);
         let err = first_error_line(&run(dir.path(), &full, ""));
-        assert!(err.starts_with("error:") && err.contains(expected), "{args:?}: {err}");
+        assert!(
+            err.starts_with("error:") && err.contains(expected),
+            "{args:?}: {err}"
+        );
     }
     // Unknown flags are usage errors.
-    let out = run(dir.path(), &["client", "create", "--name", "A", "--frobnicate"], "");
+    let out = run(
+        dir.path(),
+        &["client", "create", "--name", "A", "--frobnicate"],
+        "",
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--frobnicate"));
 
-    ok_json(&run(dir.path(), &["client", "create", "--name", "Dup", "--redirect-uri", "https://a.example/cb", "--json"], ""));
-    let err = first_error_line(&run(dir.path(), &["client", "create", "--name", "Dup", "--redirect-uri", "https://a.example/cb"], ""));
+    ok_json(&run(
+        dir.path(),
+        &[
+            "client",
+            "create",
+            "--name",
+            "Dup",
+            "--redirect-uri",
+            "https://a.example/cb",
+            "--json",
+        ],
+        "",
+    ));
+    let err = first_error_line(&run(
+        dir.path(),
+        &[
+            "client",
+            "create",
+            "--name",
+            "Dup",
+            "--redirect-uri",
+            "https://a.example/cb",
+        ],
+        "",
+    ));
     assert!(err.contains("already exists"), "{err}");
     // Only the one good client exists.
     let list = ok_json(&run(dir.path(), &["client", "list", "--json"], ""));
@@ -199,14 +453,20 @@ impl Drop for Server {
 #[allow(clippy::zombie_processes)] // the returned Server waits for the child on drop
 fn serve(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Server {
     let mut cmd = Command::new(BIN);
-    cmd.args(["--database", &db_url(dir), "serve", "--listen", "127.0.0.1:0"])
-        .args(args)
-        .env_remove("TESSERA_DATABASE_URL")
-        .env_remove("TESSERA_ISSUER")
-        .env("RUST_LOG", "trace")
-        .current_dir(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args([
+        "--database",
+        &db_url(dir),
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+    ])
+    .args(args)
+    .env_remove("TESSERA_DATABASE_URL")
+    .env_remove("TESSERA_ISSUER")
+    .env("RUST_LOG", "trace")
+    .current_dir(dir)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     for (k, v) in envs {
         cmd.env(k, v);
     }
@@ -226,8 +486,16 @@ fn serve(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Server {
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .expect("server did not log its URL in time");
         if let Some(pos) = line.find("serving at ") {
-            let base = line[pos + "serving at ".len()..].split_whitespace().next().unwrap().to_owned();
-            return Server { child, base, stderr_lines: rx };
+            let base = line[pos + "serving at ".len()..]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_owned();
+            return Server {
+                child,
+                base,
+                stderr_lines: rx,
+            };
         }
     }
 }
@@ -248,32 +516,71 @@ async fn serve_with_admin_commands_on_the_same_store_and_clean_logs() {
     let dir = tempfile::tempdir().unwrap();
     let server = serve(dir.path(), &[], &[]);
     let http = reqwest::Client::new();
-    let disco: Value = http.get(format!("{}/.well-known/openid-configuration", server.base)).send().await.unwrap().json().await.unwrap();
+    let disco: Value = http
+        .get(format!("{}/.well-known/openid-configuration", server.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(disco["issuer"], server.base);
     assert!(dir.path().join("master.key").exists());
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(dir.path().join("master.key")).unwrap().permissions());
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(dir.path().join("master.key"))
+            .unwrap()
+            .permissions(),
+    );
     assert_eq!(mode & 0o777, 0o600);
 
     // An admin command while the server runs on the same store.
-    let c = ok_json(&run(dir.path(), &["client", "create", "--name", "svc", "--grant-types", "client_credentials", "--json"], ""));
-    let (id, secret) = (c["client_id"].as_str().unwrap(), c["client_secret"].as_str().unwrap());
+    let c = ok_json(&run(
+        dir.path(),
+        &[
+            "client",
+            "create",
+            "--name",
+            "svc",
+            "--grant-types",
+            "client_credentials",
+            "--json",
+        ],
+        "",
+    ));
+    let (id, secret) = (
+        c["client_id"].as_str().unwrap(),
+        c["client_secret"].as_str().unwrap(),
+    );
     let tok: Value = http
         .post(format!("{}/oauth2/token", server.base))
         .basic_auth(id, Some(secret))
         .form(&[("grant_type", "client_credentials")])
-        .send().await.unwrap().json().await.unwrap();
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let access = tok["access_token"].as_str().expect("token").to_owned();
     assert!(tok.get("refresh_token").is_none());
     let intro: Value = http
         .post(format!("{}/oauth2/introspect", server.base))
         .basic_auth(id, Some(secret))
         .form(&[("token", access.as_str())])
-        .send().await.unwrap().json().await.unwrap();
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(intro["active"], true);
 
     tokio::time::sleep(Duration::from_millis(200)).await;
     let logs = server.logs_so_far();
-    assert!(logs.contains("TRACE") || logs.contains("DEBUG"), "the most verbose level is on");
+    assert!(
+        logs.contains("TRACE") || logs.contains("DEBUG"),
+        "the most verbose level is on"
+    );
     for secret_value in [secret, access.as_str()] {
         assert!(!logs.contains(secret_value), "a secret reached the log");
     }
@@ -283,16 +590,39 @@ async fn serve_with_admin_commands_on_the_same_store_and_clean_logs() {
 async fn sigterm_stops_cleanly_and_data_survives_restart() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = serve(dir.path(), &[], &[]);
-    let c = ok_json(&run(dir.path(), &["client", "create", "--name", "svc", "--grant-types", "client_credentials", "--json"], ""));
-    let (id, secret) = (c["client_id"].as_str().unwrap().to_owned(), c["client_secret"].as_str().unwrap().to_owned());
+    let c = ok_json(&run(
+        dir.path(),
+        &[
+            "client",
+            "create",
+            "--name",
+            "svc",
+            "--grant-types",
+            "client_credentials",
+            "--json",
+        ],
+        "",
+    ));
+    let (id, secret) = (
+        c["client_id"].as_str().unwrap().to_owned(),
+        c["client_secret"].as_str().unwrap().to_owned(),
+    );
     let http = reqwest::Client::new();
     let tok: Value = http
         .post(format!("{}/oauth/token", server.base))
         .basic_auth(&id, Some(&secret))
         .form(&[("grant_type", "client_credentials")])
-        .send().await.unwrap().json().await.unwrap();
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let access = tok["access_token"].as_str().unwrap().to_owned();
-    Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
     let status = server.child.wait().unwrap();
     assert!(status.success(), "SIGTERM exits 0, got {status}");
 
@@ -301,36 +631,68 @@ async fn sigterm_stops_cleanly_and_data_survives_restart() {
         .post(format!("{}/oauth2/introspect", server.base))
         .basic_auth(&id, Some(&secret))
         .form(&[("token", access.as_str())])
-        .send().await.unwrap().json().await.unwrap();
-    assert_eq!(intro["active"], true, "a token acknowledged before the restart is still valid");
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        intro["active"], true,
+        "a token acknowledged before the restart is still valid"
+    );
 }
 
 #[tokio::test]
 async fn configuration_layers_file_then_env_then_flags() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("tessera.toml");
-    std::fs::write(&cfg, "issuer = \"https://from-file.example\"\ncode_ttl = 120\n").unwrap();
+    std::fs::write(
+        &cfg,
+        "issuer = \"https://from-file.example\"\ncode_ttl = 120\n",
+    )
+    .unwrap();
     let cfg = cfg.to_str().unwrap();
     let issuer = |server: &Server| {
         let base = server.base.clone();
         async move {
-            let d: Value = reqwest::get(format!("{base}/.well-known/oauth-authorization-server")).await.unwrap().json().await.unwrap();
+            let d: Value = reqwest::get(format!("{base}/.well-known/oauth-authorization-server"))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
             d["issuer"].as_str().unwrap().to_owned()
         }
     };
     let s = serve(dir.path(), &["--config", cfg], &[]);
     assert_eq!(issuer(&s).await, "https://from-file.example");
     drop(s);
-    let s = serve(dir.path(), &["--config", cfg], &[("TESSERA_ISSUER", "https://from-env.example")]);
+    let s = serve(
+        dir.path(),
+        &["--config", cfg],
+        &[("TESSERA_ISSUER", "https://from-env.example")],
+    );
     assert_eq!(issuer(&s).await, "https://from-env.example");
     drop(s);
-    let s = serve(dir.path(), &["--config", cfg, "--issuer", "https://from-flag.example"], &[("TESSERA_ISSUER", "https://from-env.example")]);
+    let s = serve(
+        dir.path(),
+        &["--config", cfg, "--issuer", "https://from-flag.example"],
+        &[("TESSERA_ISSUER", "https://from-env.example")],
+    );
     assert_eq!(issuer(&s).await, "https://from-flag.example");
     drop(s);
 
     std::fs::write(dir.path().join("bad.toml"), "no_such_setting = 1\n").unwrap();
     let out = Command::new(BIN)
-        .args(["--database", &db_url(dir.path()), "serve", "--listen", "127.0.0.1:0", "--config"])
+        .args([
+            "--database",
+            &db_url(dir.path()),
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+        ])
         .arg(dir.path().join("bad.toml"))
         .output()
         .unwrap();
@@ -353,7 +715,11 @@ async fn demo_mode_prints_working_credentials() {
         line.clear();
     }
     let field = |name: &str| {
-        stdout.lines().find_map(|l| l.trim().strip_prefix(name)).map(|v| v.trim().to_owned()).unwrap_or_else(|| panic!("{name} missing in:\n{stdout}"))
+        stdout
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(name))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_else(|| panic!("{name} missing in:\n{stdout}"))
     };
     let id = field("client_id:");
     let secret = field("client_secret:");

@@ -145,7 +145,9 @@ pub fn validate(
     };
     let fail = |error: OAuthError| fail(error, response_mode);
     if params.single("state").is_err() {
-        return Err(fail(OAuthError::invalid_request("parameter state is repeated")));
+        return Err(fail(OAuthError::invalid_request(
+            "parameter state is repeated",
+        )));
     }
     let result = (|| {
         let response_type = params.required("response_type")?;
@@ -189,18 +191,19 @@ pub fn validate(
 
         let prompt = parse_prompt(params.single("prompt")?)?;
         let max_age = match params.single("max_age")? {
-            Some(v) => Some(
-                v.parse::<i64>()
-                    .ok()
-                    .filter(|v| *v >= 0)
-                    .ok_or_else(|| OAuthError::invalid_request("max_age must be a non-negative integer"))?,
-            ),
+            Some(v) => Some(v.parse::<i64>().ok().filter(|v| *v >= 0).ok_or_else(|| {
+                OAuthError::invalid_request("max_age must be a non-negative integer")
+            })?),
             None => None,
         };
         let nonce = params.single("nonce")?.map(str::to_owned);
 
         let mut audiences: Vec<String> = Vec::new();
-        for a in params.multi("audience").into_iter().chain(params.multi("resource")) {
+        for a in params
+            .multi("audience")
+            .into_iter()
+            .chain(params.multi("resource"))
+        {
             // audience may carry several space-separated values (Auth0 style is one value).
             if !audiences.iter().any(|x| x == a) {
                 audiences.push(a.to_owned());
@@ -208,7 +211,9 @@ pub fn validate(
         }
         for r in params.multi("resource") {
             // RFC 8707 §2: a resource is an absolute URI without a fragment.
-            let ok = Url::parse(r).map(|u| u.fragment().is_none()).unwrap_or(false);
+            let ok = Url::parse(r)
+                .map(|u| u.fragment().is_none())
+                .unwrap_or(false);
             if !ok {
                 return Err(OAuthError::new(
                     ErrorCode::InvalidTarget,
@@ -246,7 +251,11 @@ fn parse_prompt(value: Option<&str>) -> Result<Prompt, OAuthError> {
             "login" => prompt.login = true,
             "consent" => prompt.consent = true,
             "select_account" => {}
-            _ => return Err(OAuthError::invalid_request(format!("unsupported prompt {p:?}"))),
+            _ => {
+                return Err(OAuthError::invalid_request(format!(
+                    "unsupported prompt {p:?}"
+                )))
+            }
         }
     }
     // OIDC Core §3.1.2.1: none with any other value is an error.
@@ -408,7 +417,10 @@ mod tests {
     fn public_client_needs_s256() {
         let e = run("response_type=code&client_id=c").unwrap_err();
         assert_eq!(e.error.code, ErrorCode::InvalidRequest);
-        let e = run(&format!("response_type=code&client_id=c&code_challenge={CH}&code_challenge_method=plain")).unwrap_err();
+        let e = run(&format!(
+            "response_type=code&client_id=c&code_challenge={CH}&code_challenge_method=plain"
+        ))
+        .unwrap_err();
         assert_eq!(e.error.code, ErrorCode::InvalidRequest);
     }
 

@@ -244,9 +244,8 @@ impl PresentedClient {
                 method: ClientAuthMethod::ClientSecretBasic,
             });
         }
-        let client_id = body_client_id.ok_or_else(|| {
-            OAuthError::invalid_client("client authentication is required")
-        })?;
+        let client_id = body_client_id
+            .ok_or_else(|| OAuthError::invalid_client("client authentication is required"))?;
         Ok(match body_secret {
             Some(secret) => PresentedClient {
                 client_id: client_id.to_owned(),

@@ -302,20 +302,34 @@ mod tests {
     #[test]
     fn code_bound_to_client_redirect_pkce_and_time() {
         let c = code();
-        assert!(c.check_redemption("c", Some("https://a/cb"), Some(V), 10).is_ok());
-        assert!(c.check_redemption("other", Some("https://a/cb"), Some(V), 10).is_err());
+        assert!(c
+            .check_redemption("c", Some("https://a/cb"), Some(V), 10)
+            .is_ok());
+        assert!(c
+            .check_redemption("other", Some("https://a/cb"), Some(V), 10)
+            .is_err());
         assert!(c.check_redemption("c", None, Some(V), 10).is_err());
-        assert!(c.check_redemption("c", Some("https://a/cb/"), Some(V), 10).is_err());
-        assert!(c.check_redemption("c", Some("https://a/cb"), None, 10).is_err());
-        assert!(c.check_redemption("c", Some("https://a/cb"), Some(V), 300).is_err());
+        assert!(c
+            .check_redemption("c", Some("https://a/cb/"), Some(V), 10)
+            .is_err());
+        assert!(c
+            .check_redemption("c", Some("https://a/cb"), None, 10)
+            .is_err());
+        assert!(c
+            .check_redemption("c", Some("https://a/cb"), Some(V), 300)
+            .is_err());
     }
 
     #[test]
     fn verifier_without_challenge_is_downgrade() {
         let mut c = code();
         c.code_challenge = None;
-        assert!(c.check_redemption("c", Some("https://a/cb"), Some(V), 1).is_err());
-        assert!(c.check_redemption("c", Some("https://a/cb"), None, 1).is_ok());
+        assert!(c
+            .check_redemption("c", Some("https://a/cb"), Some(V), 1)
+            .is_err());
+        assert!(c
+            .check_redemption("c", Some("https://a/cb"), None, 1)
+            .is_ok());
     }
 
     #[test]

@@ -25,9 +25,16 @@ fn invalid(msg: impl Into<String>) -> AdminError {
     AdminError::Invalid(msg.into())
 }
 
-pub async fn create_tenant(store: &dyn Store, name: &str, now: UnixTime) -> Result<Tenant, AdminError> {
+pub async fn create_tenant(
+    store: &dyn Store,
+    name: &str,
+    now: UnixTime,
+) -> Result<Tenant, AdminError> {
     validate_tenant_id(name).map_err(AdminError::Invalid)?;
-    let tenant = Tenant { id: name.to_owned(), created_at: now };
+    let tenant = Tenant {
+        id: name.to_owned(),
+        created_at: now,
+    };
     match store.create_tenant(&tenant).await {
         Err(StoreError::Conflict(_)) => Err(invalid(format!("tenant {name:?} already exists"))),
         other => other.map(|_| tenant).map_err(AdminError::from),
@@ -56,8 +63,13 @@ pub async fn create_user(
     if username.is_empty() || username.len() > 128 {
         return Err(invalid("username must be 1 to 128 characters"));
     }
-    if username.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(invalid("username must not contain spaces or control characters"));
+    if username
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(invalid(
+            "username must not contain spaces or control characters",
+        ));
     }
     if new.password.chars().count() < MIN_PASSWORD_LEN {
         return Err(invalid(format!(
@@ -69,7 +81,9 @@ pub async fn create_user(
     }
     if let Some(email) = new.email {
         let ok = email.len() <= 254
-            && email.split_once('@').is_some_and(|(l, d)| !l.is_empty() && d.contains('.'))
+            && email
+                .split_once('@')
+                .is_some_and(|(l, d)| !l.is_empty() && d.contains('.'))
             && !email.chars().any(char::is_whitespace);
         if !ok {
             return Err(invalid(format!("invalid email address {email:?}")));
@@ -87,7 +101,9 @@ pub async fn create_user(
         username: username.to_owned(),
         email: new.email.map(str::to_owned),
         name: new.name.map(str::to_owned),
-        password_hash: passwords.hash(new.password).map_err(|e| invalid(e.to_string()))?,
+        password_hash: passwords
+            .hash(new.password)
+            .map_err(|e| invalid(e.to_string()))?,
         created_at: now,
     };
     match store.create_user(&user).await {
@@ -194,7 +210,8 @@ pub fn build_client(new: &NewClient, id: String, now: UnixTime) -> Result<Client
     let mut audiences = Vec::new();
     for a in &new.audiences {
         let a = a.trim();
-        if a.is_empty() || a.len() > 2000 || a.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if a.is_empty() || a.len() > 2000 || a.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
             return Err(invalid(format!("invalid audience {a:?}")));
         }
         if !audiences.iter().any(|x: &String| x == a) {
@@ -204,7 +221,9 @@ pub fn build_client(new: &NewClient, id: String, now: UnixTime) -> Result<Client
     let refresh_policy = match new.refresh_tokens.as_deref() {
         None => RefreshPolicy::Always,
         Some(p) => RefreshPolicy::parse(p).ok_or_else(|| {
-            invalid(format!("unknown refresh-token policy {p:?}; use always or offline-access"))
+            invalid(format!(
+                "unknown refresh-token policy {p:?}; use always or offline-access"
+            ))
         })?,
     };
     let access_token_format = match new.access_token_format.as_deref() {
@@ -227,7 +246,8 @@ pub fn build_client(new: &NewClient, id: String, now: UnixTime) -> Result<Client
             other => Ok(other),
         }
     };
-    let access_token_ttl = ttl(new.access_token_ttl, "--access-token-ttl")?.unwrap_or(DEFAULT_ACCESS_TOKEN_TTL);
+    let access_token_ttl =
+        ttl(new.access_token_ttl, "--access-token-ttl")?.unwrap_or(DEFAULT_ACCESS_TOKEN_TTL);
     let refresh_token_ttl = ttl(new.refresh_token_ttl, "--refresh-token-ttl")?;
     if let Some(t) = &new.tenant {
         validate_tenant_id(t).map_err(AdminError::Invalid)?;
@@ -275,7 +295,10 @@ pub async fn create_client(
         .into_iter()
         .any(|c| c.owner == client.owner && c.name == client.name);
     if clash {
-        return Err(invalid(format!("a client named {:?} already exists", client.name)));
+        return Err(invalid(format!(
+            "a client named {:?} already exists",
+            client.name
+        )));
     }
     let secret = if client.public {
         None

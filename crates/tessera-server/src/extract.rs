@@ -10,7 +10,10 @@ use tessera_core::OAuthError;
 
 use crate::error::{ApiError, PageError};
 
-async fn read_form<S: Send + Sync>(req: Request, state: &S) -> Result<Params, (StatusCode, OAuthError)> {
+async fn read_form<S: Send + Sync>(
+    req: Request,
+    state: &S,
+) -> Result<Params, (StatusCode, OAuthError)> {
     let is_form = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -32,9 +35,15 @@ async fn read_form<S: Send + Sync>(req: Request, state: &S) -> Result<Params, (S
     let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
         let status = rejection.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
-            (status, OAuthError::invalid_request("the request body is too large"))
+            (
+                status,
+                OAuthError::invalid_request("the request body is too large"),
+            )
         } else {
-            (StatusCode::BAD_REQUEST, OAuthError::invalid_request("unreadable request body"))
+            (
+                StatusCode::BAD_REQUEST,
+                OAuthError::invalid_request("unreadable request body"),
+            )
         }
     })?;
     Params::parse(&bytes).map_err(|e| (StatusCode::BAD_REQUEST, e))

@@ -27,7 +27,11 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// `HttpOnly; SameSite=Lax; Path=/`, plus `Secure` behind https.
 pub fn set_cookie(state: &AppState, name: &str, value: &str, max_age: i64) -> HeaderValue {
-    let secure = if state.settings().secure_cookies() { "; Secure" } else { "" };
+    let secure = if state.settings().secure_cookies() {
+        "; Secure"
+    } else {
+        ""
+    };
     let text = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}");
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
@@ -37,7 +41,10 @@ pub fn clear_cookie(state: &AppState, name: &str) -> HeaderValue {
 }
 
 /// The signed-in user, if the session cookie names a live session of an existing user.
-pub async fn current(state: &AppState, headers: &HeaderMap) -> Result<Option<(Session, User)>, StoreError> {
+pub async fn current(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<(Session, User)>, StoreError> {
     let Some(secret) = cookie(headers, SESSION_COOKIE) else {
         return Ok(None);
     };
@@ -74,7 +81,10 @@ impl Csrf {
     }
 
     pub fn form_token(&self, state: &AppState) -> String {
-        b64url(&hmac_sha256(&state.0.csrf_key, &[self.cookie_value.as_bytes()]))
+        b64url(&hmac_sha256(
+            &state.0.csrf_key,
+            &[self.cookie_value.as_bytes()],
+        ))
     }
 
     /// The `Set-Cookie` to send when the cookie was just created.
@@ -84,7 +94,11 @@ impl Csrf {
     }
 
     /// Checks the token posted with a form against this browser's cookie.
-    pub fn verify(state: &AppState, headers: &HeaderMap, posted: Option<&str>) -> Result<(), PageError> {
+    pub fn verify(
+        state: &AppState,
+        headers: &HeaderMap,
+        posted: Option<&str>,
+    ) -> Result<(), PageError> {
         let refused = || {
             PageError::forbidden(
                 "The form could not be verified (CSRF check failed). Go back, reload the page and try again.",
@@ -109,14 +123,20 @@ struct Envelope<T> {
 
 /// Signs `payload` so that a page can carry it through the browser unaltered.
 pub fn sign<T: Serialize>(state: &AppState, payload: &T) -> String {
-    let json = serde_json::to_vec(&Envelope { p: payload, iat: state.now() }).unwrap_or_default();
+    let json = serde_json::to_vec(&Envelope {
+        p: payload,
+        iat: state.now(),
+    })
+    .unwrap_or_default();
     let mac = hmac_sha256(&state.0.page_state_key, &[&json]);
     format!("{}.{}", b64url(&json), b64url(&mac))
 }
 
 /// Verifies and opens a blob made by [`sign`] that is younger than `page_ttl`.
 pub fn open<T: DeserializeOwned>(state: &AppState, blob: Option<&str>) -> Result<T, PageError> {
-    let invalid = || PageError::bad_request("This sign-in request is invalid or has expired. Return to the application and start again.");
+    let invalid = || {
+        PageError::bad_request("This sign-in request is invalid or has expired. Return to the application and start again.")
+    };
     let (body, mac) = blob.and_then(|b| b.split_once('.')).ok_or_else(invalid)?;
     let json = b64url_decode(body).ok_or_else(invalid)?;
     let mac = b64url_decode(mac).ok_or_else(invalid)?;

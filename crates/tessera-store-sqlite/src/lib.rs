@@ -91,7 +91,11 @@ fn map_err(e: rusqlite::Error) -> StoreError {
     match &e {
         rusqlite::Error::SqliteFailure(f, _) => match f.code {
             C::ConstraintViolation => StoreError::Conflict(e.to_string()),
-            C::DatabaseBusy | C::DatabaseLocked | C::DiskFull | C::ReadOnly | C::CannotOpen
+            C::DatabaseBusy
+            | C::DatabaseLocked
+            | C::DiskFull
+            | C::ReadOnly
+            | C::CannotOpen
             | C::SystemIoFailure => StoreError::Unavailable(e.to_string()),
             _ => StoreError::Internal(e.to_string()),
         },
@@ -135,7 +139,11 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
             "the store was migrated by a newer Tessera (schema {current}, this build knows {known})"
         )));
     }
-    for (i, sql) in migrations::MIGRATIONS.iter().enumerate().skip(current as usize) {
+    for (i, sql) in migrations::MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(current as usize)
+    {
         tx.execute_batch(sql).map_err(map_err)?;
         tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))
             .map_err(map_err)?;
@@ -151,9 +159,13 @@ impl SqliteStore {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             // The data folder holds hashes and (later) encrypted keys: owner-only.
             use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| {
-                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
-            })?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| {
+                    StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+                })?;
         }
         let mut conn = open_connection(&path, false)?;
         migrate(&mut conn)?;
@@ -404,11 +416,8 @@ fn insert_issuance(conn: &Connection, iss: &Issuance) -> StoreResult<()> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
-        self.read(|c| {
-            c.query_row("SELECT 1", [], |_| Ok(()))
-                .map_err(map_err)
-        })
-        .await
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(map_err))
+            .await
     }
 
     async fn create_tenant(&self, tenant: &Tenant) -> StoreResult<()> {
@@ -467,7 +476,9 @@ impl Store for SqliteStore {
         let u = user.clone();
         self.write(move |c| {
             let tenant_exists: bool = c
-                .query_row("SELECT 1 FROM tenants WHERE id = ?1", [&u.tenant], |_| Ok(()))
+                .query_row("SELECT 1 FROM tenants WHERE id = ?1", [&u.tenant], |_| {
+                    Ok(())
+                })
                 .optional()
                 .map_err(map_err)?
                 .is_some();
@@ -477,13 +488,20 @@ impl Store for SqliteStore {
             c.execute(
                 "INSERT INTO users (id, tenant, username, email, name, password_hash, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![u.id, u.tenant, u.username, u.email, u.name, u.password_hash, u.created_at],
+                params![
+                    u.id,
+                    u.tenant,
+                    u.username,
+                    u.email,
+                    u.name,
+                    u.password_hash,
+                    u.created_at
+                ],
             )
             .map_err(|e| match map_err(e) {
-                StoreError::Conflict(_) => StoreError::Conflict(format!(
-                    "user {:?} in tenant {:?}",
-                    u.username, u.tenant
-                )),
+                StoreError::Conflict(_) => {
+                    StoreError::Conflict(format!("user {:?} in tenant {:?}", u.username, u.tenant))
+                }
                 other => other,
             })?;
             Ok(())
@@ -736,7 +754,9 @@ impl Store for SqliteStore {
         let (h, iss) = (*code_hash, issuance.clone());
         self.write(move |c| {
             let n = c
-                .prepare_cached("UPDATE auth_codes SET used_at = ?1 WHERE hash = ?2 AND used_at IS NULL")
+                .prepare_cached(
+                    "UPDATE auth_codes SET used_at = ?1 WHERE hash = ?2 AND used_at IS NULL",
+                )
                 .and_then(|mut s| s.execute(params![now, h.as_slice()]))
                 .map_err(map_err)?;
             if n == 0 {

@@ -15,7 +15,10 @@ use crate::{Issuance, Store, StoreError, Swap};
 const NOW: i64 = 1_800_000_000;
 
 fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", tessera_crypto::random_id(9).unwrap_or_default())
+    format!(
+        "{prefix}-{}",
+        tessera_crypto::random_id(9).unwrap_or_default()
+    )
 }
 
 fn hash() -> Hash {
@@ -162,7 +165,10 @@ async fn tenants(store: &dyn Store) {
         must(store.get_tenant(DEFAULT_TENANT).await, "get_tenant").is_some(),
         "the default tenant must exist after migration"
     );
-    let t = Tenant { id: unique("acme").to_lowercase(), created_at: NOW };
+    let t = Tenant {
+        id: unique("acme").to_lowercase(),
+        created_at: NOW,
+    };
     must(store.create_tenant(&t).await, "create_tenant");
     check!(
         matches!(store.create_tenant(&t).await, Err(StoreError::Conflict(_))),
@@ -173,7 +179,9 @@ async fn tenants(store: &dyn Store) {
         "tenant round trip"
     );
     check!(
-        must(store.list_tenants().await, "list_tenants").iter().any(|x| x.id == t.id),
+        must(store.list_tenants().await, "list_tenants")
+            .iter()
+            .any(|x| x.id == t.id),
         "list_tenants lists the new tenant"
     );
 }
@@ -185,7 +193,11 @@ async fn users(store: &dyn Store) {
         "user round trip keeps every field, password hash included"
     );
     check!(
-        must(store.find_user(DEFAULT_TENANT, &u.username).await, "find_user").map(|x| x.id)
+        must(
+            store.find_user(DEFAULT_TENANT, &u.username).await,
+            "find_user"
+        )
+        .map(|x| x.id)
             == Some(u.id.clone()),
         "find_user by tenant and username"
     );
@@ -195,10 +207,16 @@ async fn users(store: &dyn Store) {
         matches!(store.create_user(&dup).await, Err(StoreError::Conflict(_))),
         "same username in the same tenant is a Conflict"
     );
-    let other = Tenant { id: unique("other").to_lowercase(), created_at: NOW };
+    let other = Tenant {
+        id: unique("other").to_lowercase(),
+        created_at: NOW,
+    };
     must(store.create_tenant(&other).await, "create_tenant");
     dup.tenant = other.id.clone();
-    must(store.create_user(&dup).await, "same username in another tenant");
+    must(
+        store.create_user(&dup).await,
+        "same username in another tenant",
+    );
     check!(
         must(store.find_user(&other.id, &u.username).await, "find_user").map(|x| x.id)
             == Some(dup.id.clone()),
@@ -208,7 +226,10 @@ async fn users(store: &dyn Store) {
     orphan.id = unique("u");
     orphan.tenant = "no-such-tenant".into();
     check!(
-        matches!(store.create_user(&orphan).await, Err(StoreError::NotFound(_))),
+        matches!(
+            store.create_user(&orphan).await,
+            Err(StoreError::NotFound(_))
+        ),
         "a user in an unknown tenant is NotFound"
     );
 }
@@ -219,24 +240,38 @@ async fn clients(store: &dyn Store) {
     check!(got.is_some(), "client round trip");
     let got = got.unwrap_or_else(|| sample_client("x"));
     check!(got.secret_hash == c.secret_hash, "secret hash kept");
-    check!(got.redirect_uris == c.redirect_uris && got.scopes == c.scopes, "settings kept");
+    check!(
+        got.redirect_uris == c.redirect_uris && got.scopes == c.scopes,
+        "settings kept"
+    );
     check!(
         matches!(store.create_client(&c).await, Err(StoreError::Conflict(_))),
         "duplicate client id is a Conflict"
     );
     let new_hash = hash();
-    check!(must(store.set_client_secret(&c.id, &new_hash).await, "set_client_secret"), "rotate existing");
+    check!(
+        must(
+            store.set_client_secret(&c.id, &new_hash).await,
+            "set_client_secret"
+        ),
+        "rotate existing"
+    );
     check!(
         must(store.get_client(&c.id).await, "get_client").and_then(|c| c.secret_hash)
             == Some(new_hash),
         "secret rotated"
     );
     check!(
-        !must(store.set_client_secret("nope", &new_hash).await, "set_client_secret"),
+        !must(
+            store.set_client_secret("nope", &new_hash).await,
+            "set_client_secret"
+        ),
         "rotating an unknown client reports false"
     );
     check!(
-        must(store.list_clients().await, "list_clients").iter().any(|x| x.id == c.id),
+        must(store.list_clients().await, "list_clients")
+            .iter()
+            .any(|x| x.id == c.id),
         "list_clients"
     );
 }
@@ -252,11 +287,20 @@ async fn sessions_and_consents(store: &dyn Store) {
         expires_at: NOW + 3600,
     };
     must(store.create_session(&s).await, "create_session");
-    check!(must(store.get_session(&s.hash).await, "get_session") == Some(s.clone()), "session round trip");
+    check!(
+        must(store.get_session(&s.hash).await, "get_session") == Some(s.clone()),
+        "session round trip"
+    );
     must(store.delete_session(&s.hash).await, "delete_session");
-    check!(must(store.get_session(&s.hash).await, "get_session").is_none(), "session deleted");
+    check!(
+        must(store.get_session(&s.hash).await, "get_session").is_none(),
+        "session deleted"
+    );
 
-    check!(must(store.get_consent(&u.id, &c.id).await, "get_consent").is_none(), "no consent yet");
+    check!(
+        must(store.get_consent(&u.id, &c.id).await, "get_consent").is_none(),
+        "no consent yet"
+    );
     let mut consent = Consent {
         user_id: u.id.clone(),
         client_id: c.id.clone(),
@@ -265,7 +309,10 @@ async fn sessions_and_consents(store: &dyn Store) {
     };
     must(store.save_consent(&consent).await, "save_consent");
     consent.scope = ScopeSet::parse("openid offline_access").unwrap_or_default();
-    must(store.save_consent(&consent).await, "save_consent again replaces");
+    must(
+        store.save_consent(&consent).await,
+        "save_consent again replaces",
+    );
     check!(
         must(store.get_consent(&u.id, &c.id).await, "get_consent") == Some(consent.clone()),
         "consent replaced"
@@ -278,23 +325,46 @@ async fn code_redemption(store: &dyn Store) {
     let g = grant(&c.id, &u.id);
     let code = code(&g);
     must(store.insert_code(&code).await, "insert_code");
-    check!(must(store.get_code(&code.hash).await, "get_code") == Some(code.clone()), "code round trip");
+    check!(
+        must(store.get_code(&code.hash).await, "get_code") == Some(code.clone()),
+        "code round trip"
+    );
     let iss = issuance(&g, true);
     check!(
-        must(store.redeem_code(&code.hash, &iss, NOW).await, "redeem_code") == Swap::Done,
+        must(
+            store.redeem_code(&code.hash, &iss, NOW).await,
+            "redeem_code"
+        ) == Swap::Done,
         "first redemption wins"
     );
     check!(
         must(store.get_code(&code.hash).await, "get_code").map(|c| c.used) == Some(true),
         "code marked used"
     );
-    let at = must(store.get_access_token(&iss.access.hash).await, "get_access_token");
-    check!(at.as_ref() == Some(&iss.access), "access token stored as issued: {at:?}");
-    let rt = must(store.get_refresh_token(&iss.refresh.as_ref().map(|r| r.hash).unwrap_or_default()).await, "get_refresh_token");
-    check!(rt.as_ref() == iss.refresh.as_ref(), "refresh token stored as issued: {rt:?}");
+    let at = must(
+        store.get_access_token(&iss.access.hash).await,
+        "get_access_token",
+    );
+    check!(
+        at.as_ref() == Some(&iss.access),
+        "access token stored as issued: {at:?}"
+    );
+    let rt = must(
+        store
+            .get_refresh_token(&iss.refresh.as_ref().map(|r| r.hash).unwrap_or_default())
+            .await,
+        "get_refresh_token",
+    );
+    check!(
+        rt.as_ref() == iss.refresh.as_ref(),
+        "refresh token stored as issued: {rt:?}"
+    );
     let again = issuance(&g, true);
     check!(
-        must(store.redeem_code(&code.hash, &again, NOW).await, "redeem_code") == Swap::AlreadyUsed,
+        must(
+            store.redeem_code(&code.hash, &again, NOW).await,
+            "redeem_code"
+        ) == Swap::AlreadyUsed,
         "second redemption loses"
     );
     check!(
@@ -312,18 +382,39 @@ async fn refresh_rotation(store: &dyn Store) {
     let old = first.refresh.as_ref().map(|r| r.hash).unwrap_or_default();
     let second = issuance(&g, false);
     check!(
-        must(store.rotate_refresh_token(&old, &second, NOW + 1).await, "rotate") == Swap::Done,
+        must(
+            store.rotate_refresh_token(&old, &second, NOW + 1).await,
+            "rotate"
+        ) == Swap::Done,
         "rotation of an active token"
     );
     let old_rt = must(store.get_refresh_token(&old).await, "get_refresh_token");
-    check!(old_rt.map(|r| r.state) == Some(TokenState::Rotated), "old refresh token rotated");
-    let old_at = must(store.get_access_token(&first.access.hash).await, "get_access_token");
-    check!(old_at.map(|a| a.revoked) == Some(true), "old access token revoked with it");
-    let new_at = must(store.get_access_token(&second.access.hash).await, "get_access_token");
-    check!(new_at.map(|a| a.revoked) == Some(false), "new access token live");
+    check!(
+        old_rt.map(|r| r.state) == Some(TokenState::Rotated),
+        "old refresh token rotated"
+    );
+    let old_at = must(
+        store.get_access_token(&first.access.hash).await,
+        "get_access_token",
+    );
+    check!(
+        old_at.map(|a| a.revoked) == Some(true),
+        "old access token revoked with it"
+    );
+    let new_at = must(
+        store.get_access_token(&second.access.hash).await,
+        "get_access_token",
+    );
+    check!(
+        new_at.map(|a| a.revoked) == Some(false),
+        "new access token live"
+    );
     let third = issuance(&g, false);
     check!(
-        must(store.rotate_refresh_token(&old, &third, NOW + 2).await, "rotate") == Swap::AlreadyUsed,
+        must(
+            store.rotate_refresh_token(&old, &third, NOW + 2).await,
+            "rotate"
+        ) == Swap::AlreadyUsed,
         "rotating a rotated token stores nothing"
     );
     check!(
@@ -340,20 +431,48 @@ async fn grant_revocation(store: &dyn Store) {
     must(store.issue(&first).await, "issue");
     let second = issuance(&g, false);
     let old = first.refresh.as_ref().map(|r| r.hash).unwrap_or_default();
-    must(store.rotate_refresh_token(&old, &second, NOW + 1).await, "rotate");
+    must(
+        store.rotate_refresh_token(&old, &second, NOW + 1).await,
+        "rotate",
+    );
     must(store.revoke_grant(&g.id, NOW + 2).await, "revoke_grant");
     let at = must(store.get_access_token(&second.access.hash).await, "get");
-    check!(at.map(|a| a.revoked) == Some(true), "access token of a revoked grant is revoked");
-    let rt = must(store.get_refresh_token(&second.refresh.as_ref().map(|r| r.hash).unwrap_or_default()).await, "get");
-    check!(rt.map(|r| r.grant_revoked) == Some(true), "refresh token of a revoked grant is revoked");
+    check!(
+        at.map(|a| a.revoked) == Some(true),
+        "access token of a revoked grant is revoked"
+    );
+    let rt = must(
+        store
+            .get_refresh_token(&second.refresh.as_ref().map(|r| r.hash).unwrap_or_default())
+            .await,
+        "get",
+    );
+    check!(
+        rt.map(|r| r.grant_revoked) == Some(true),
+        "refresh token of a revoked grant is revoked"
+    );
 
     let other = issuance(&grant(&c.id, &u.id), true);
     must(store.issue(&other).await, "issue");
-    must(store.revoke_access_token(&other.access.hash, NOW).await, "revoke_access_token");
+    must(
+        store.revoke_access_token(&other.access.hash, NOW).await,
+        "revoke_access_token",
+    );
     let at = must(store.get_access_token(&other.access.hash).await, "get");
-    check!(at.map(|a| a.revoked) == Some(true), "single access token revoked");
-    let rt = must(store.get_refresh_token(&other.refresh.as_ref().map(|r| r.hash).unwrap_or_default()).await, "get");
-    check!(rt.map(|r| r.is_active(NOW)) == Some(true), "its refresh token unaffected");
+    check!(
+        at.map(|a| a.revoked) == Some(true),
+        "single access token revoked"
+    );
+    let rt = must(
+        store
+            .get_refresh_token(&other.refresh.as_ref().map(|r| r.hash).unwrap_or_default())
+            .await,
+        "get",
+    );
+    check!(
+        rt.map(|r| r.is_active(NOW)) == Some(true),
+        "its refresh token unaffected"
+    );
 }
 
 async fn client_deletion_revokes_everything(store: &dyn Store) {
@@ -375,15 +494,38 @@ async fn client_deletion_revokes_everything(store: &dyn Store) {
             .await,
         "save_consent",
     );
-    check!(must(store.delete_client(&c.id).await, "delete_client"), "deleted");
-    check!(!must(store.delete_client(&c.id).await, "delete_client"), "second delete reports false");
-    check!(must(store.get_client(&c.id).await, "get").is_none(), "client gone");
+    check!(
+        must(store.delete_client(&c.id).await, "delete_client"),
+        "deleted"
+    );
+    check!(
+        !must(store.delete_client(&c.id).await, "delete_client"),
+        "second delete reports false"
+    );
+    check!(
+        must(store.get_client(&c.id).await, "get").is_none(),
+        "client gone"
+    );
     let at = must(store.get_access_token(&iss.access.hash).await, "get");
     check!(at.is_none_or(|a| a.revoked), "access token gone or revoked");
-    let rt = must(store.get_refresh_token(&iss.refresh.as_ref().map(|r| r.hash).unwrap_or_default()).await, "get");
-    check!(rt.is_none_or(|r| !r.is_active(NOW)), "refresh token gone or revoked");
-    check!(must(store.get_code(&code.hash).await, "get").is_none(), "codes gone");
-    check!(must(store.get_consent(&u.id, &c.id).await, "get").is_none(), "consent gone");
+    let rt = must(
+        store
+            .get_refresh_token(&iss.refresh.as_ref().map(|r| r.hash).unwrap_or_default())
+            .await,
+        "get",
+    );
+    check!(
+        rt.is_none_or(|r| !r.is_active(NOW)),
+        "refresh token gone or revoked"
+    );
+    check!(
+        must(store.get_code(&code.hash).await, "get").is_none(),
+        "codes gone"
+    );
+    check!(
+        must(store.get_consent(&u.id, &c.id).await, "get").is_none(),
+        "consent gone"
+    );
 }
 
 async fn parallel_redemption_has_one_winner(store: Arc<dyn Store>) {
@@ -397,7 +539,9 @@ async fn parallel_redemption_has_one_winner(store: Arc<dyn Store>) {
         let store = store.clone();
         let iss = issuance(&g, true);
         let h = code.hash;
-        tasks.push(tokio::spawn(async move { store.redeem_code(&h, &iss, NOW).await }));
+        tasks.push(tokio::spawn(async move {
+            store.redeem_code(&h, &iss, NOW).await
+        }));
     }
     let mut wins = 0;
     for t in tasks {
@@ -407,7 +551,10 @@ async fn parallel_redemption_has_one_winner(store: Arc<dyn Store>) {
             other => panic_with(&format!("parallel redemption failed: {other:?}")),
         }
     }
-    check!(wins == 1, "exactly one of 16 parallel redemptions wins, got {wins}");
+    check!(
+        wins == 1,
+        "exactly one of 16 parallel redemptions wins, got {wins}"
+    );
 }
 
 async fn parallel_rotation_has_one_winner(store: Arc<dyn Store>) {
@@ -433,5 +580,8 @@ async fn parallel_rotation_has_one_winner(store: Arc<dyn Store>) {
             other => panic_with(&format!("parallel rotation failed: {other:?}")),
         }
     }
-    check!(wins == 1, "exactly one of 16 parallel rotations wins, got {wins}");
+    check!(
+        wins == 1,
+        "exactly one of 16 parallel rotations wins, got {wins}"
+    );
 }

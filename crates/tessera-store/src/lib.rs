@@ -91,8 +91,12 @@ pub trait Store: Send + Sync + 'static {
     async fn get_code(&self, hash: &Hash) -> StoreResult<Option<AuthorizationCode>>;
     /// Marks the code used and stores `issuance`, atomically, if and only if the code is
     /// still unused.
-    async fn redeem_code(&self, code_hash: &Hash, issuance: &Issuance, now: UnixTime)
-        -> StoreResult<Swap>;
+    async fn redeem_code(
+        &self,
+        code_hash: &Hash,
+        issuance: &Issuance,
+        now: UnixTime,
+    ) -> StoreResult<Swap>;
 
     /// Stores tokens that consume nothing (client_credentials).
     async fn issue(&self, issuance: &Issuance) -> StoreResult<()>;

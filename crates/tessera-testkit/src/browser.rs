@@ -26,7 +26,8 @@ impl Callback {
         self.params.get(k).map(String::as_str)
     }
     pub fn code(&self) -> &str {
-        self.get("code").unwrap_or_else(|| panic!("no code in callback {}", self.url))
+        self.get("code")
+            .unwrap_or_else(|| panic!("no code in callback {}", self.url))
     }
 }
 
@@ -86,7 +87,10 @@ impl Form {
     }
 
     pub fn field(&self, name: &str) -> Option<&str> {
-        self.fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -200,7 +204,10 @@ impl Browser {
             }
             return Err(Stop::Page { status, body });
         }
-        Err(Stop::Page { status: StatusCode::LOOP_DETECTED, body: "too many steps".into() })
+        Err(Stop::Page {
+            status: StatusCode::LOOP_DETECTED,
+            body: "too many steps".into(),
+        })
     }
 }
 
@@ -209,9 +216,15 @@ fn callback_from_url(url: &str) -> Callback {
     let (mode, params): (&'static str, HashMap<String, String>) = match parsed.fragment() {
         Some(f) if !f.is_empty() => (
             "fragment",
-            url::form_urlencoded::parse(f.as_bytes()).into_owned().collect(),
+            url::form_urlencoded::parse(f.as_bytes())
+                .into_owned()
+                .collect(),
         ),
         _ => ("query", parsed.query_pairs().into_owned().collect()),
     };
-    Callback { url: url.to_owned(), mode, params }
+    Callback {
+        url: url.to_owned(),
+        mode,
+        params,
+    }
 }

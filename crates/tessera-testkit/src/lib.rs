@@ -58,7 +58,11 @@ fn install_log_capture() {
 /// The captured log text so far (all tests of this process).
 pub fn logs() -> String {
     LOGS.get()
-        .and_then(|b| b.lock().ok().map(|v| String::from_utf8_lossy(&v).into_owned()))
+        .and_then(|b| {
+            b.lock()
+                .ok()
+                .map(|v| String::from_utf8_lossy(&v).into_owned())
+        })
         .unwrap_or_default()
 }
 
@@ -98,7 +102,9 @@ impl TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let db_path = dir.path().join("tessera.db");
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db_path).expect("open store"));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let mut settings = Settings::default();
         adjust(&mut settings);
@@ -157,9 +163,18 @@ impl TestServer {
 
     /// Creates a user in `tenant`, creating the tenant when missing.
     pub async fn user_in(&self, tenant: &str, username: &str, password: &str) -> User {
-        if self.store.get_tenant(tenant).await.expect("store").is_none() {
+        if self
+            .store
+            .get_tenant(tenant)
+            .await
+            .expect("store")
+            .is_none()
+        {
             self.store
-                .create_tenant(&Tenant { id: tenant.into(), created_at: self.now() })
+                .create_tenant(&Tenant {
+                    id: tenant.into(),
+                    created_at: self.now(),
+                })
                 .await
                 .expect("create tenant");
         }
@@ -233,7 +248,12 @@ impl TestServer {
     }
 
     /// GET `path` with a bearer token and extra headers; returns status and JSON.
-    pub async fn bearer_get(&self, path: &str, token: &str, extra: &[(&str, &str)]) -> (StatusCode, Value) {
+    pub async fn bearer_get(
+        &self,
+        path: &str,
+        token: &str,
+        extra: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
         let mut req = self.http().get(self.url(path)).bearer_auth(token);
         for (k, v) in extra {
             req = req.header(*k, *v);
@@ -267,7 +287,10 @@ impl Drop for TestServer {
 
 pub fn basic_header(id: &str, secret: &str) -> String {
     let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-    format!("Basic {}", STANDARD.encode(format!("{}:{}", enc(id), enc(secret))))
+    format!(
+        "Basic {}",
+        STANDARD.encode(format!("{}:{}", enc(id), enc(secret)))
+    )
 }
 
 /// A PKCE verifier and its S256 challenge.
@@ -281,7 +304,10 @@ impl Pkce {
     pub fn new() -> Pkce {
         let verifier = tessera_crypto::random_id(32).expect("random");
         let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
-        Pkce { verifier, challenge }
+        Pkce {
+            verifier,
+            challenge,
+        }
     }
 }
 

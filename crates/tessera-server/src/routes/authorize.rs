@@ -20,14 +20,22 @@ use crate::issue::{new_grant_id, secret, CODE_PREFIX};
 use crate::pages::{render, FormPostPage};
 use crate::{session, AppState};
 
-pub async fn get(State(state): State<AppState>, headers: HeaderMap, Query(params): Query) -> Response {
+pub async fn get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(params): Query,
+) -> Response {
     authorize(&state, &headers, params, false)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
 
 /// OIDC Core §3.1.2.1: the authorization endpoint accepts POST with a form body too.
-pub async fn post(State(state): State<AppState>, headers: HeaderMap, PageForm(params): PageForm) -> Response {
+pub async fn post(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    PageForm(params): PageForm,
+) -> Response {
     authorize(&state, &headers, Ok(params), true)
         .await
         .unwrap_or_else(IntoResponse::into_response)
@@ -90,7 +98,13 @@ pub(crate) async fn decide(
     };
     if needs_login {
         if request.prompt.none {
-            return Ok(refuse(state, &request, ErrorCode::LoginRequired, "the user is not signed in", posted));
+            return Ok(refuse(
+                state,
+                &request,
+                ErrorCode::LoginRequired,
+                "the user is not signed in",
+                posted,
+            ));
         }
         let blob = session::sign(state, &request);
         return Ok(see_other(&format!("/login?request={}", urlencode(&blob))));
@@ -100,9 +114,21 @@ pub(crate) async fn decide(
     };
     if needs_consent(state, client, &request, &user).await? {
         if request.prompt.none {
-            return Ok(refuse(state, &request, ErrorCode::ConsentRequired, "the user has not consented", posted));
+            return Ok(refuse(
+                state,
+                &request,
+                ErrorCode::ConsentRequired,
+                "the user has not consented",
+                posted,
+            ));
         }
-        let blob = session::sign(state, &ConsentRequest { request, user_id: user.id });
+        let blob = session::sign(
+            state,
+            &ConsentRequest {
+                request,
+                user_id: user.id,
+            },
+        );
         return Ok(see_other(&format!("/consent?request={}", urlencode(&blob))));
     }
     issue_code(state, &request, &session, &user, posted).await
@@ -203,9 +229,13 @@ fn respond(
     match callback(redirect_uri, mode, fields) {
         Ok(Callback::Redirect(url)) if posted => Redirect::to(&url).into_response(),
         Ok(Callback::Redirect(url)) => found(&url),
-        Ok(Callback::FormPost { action, fields }) => {
-            render(StatusCode::OK, &FormPostPage { action: &action, fields: &fields })
-        }
+        Ok(Callback::FormPost { action, fields }) => render(
+            StatusCode::OK,
+            &FormPostPage {
+                action: &action,
+                fields: &fields,
+            },
+        ),
         Err(e) => PageError::bad_request(e.description).into_response(),
     }
 }

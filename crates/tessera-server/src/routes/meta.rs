@@ -10,7 +10,8 @@ use crate::pages::{static_asset, CSS, FORM_POST_JS};
 use crate::AppState;
 
 pub async fn discovery(State(state): State<AppState>) -> Response {
-    let mut resp = Json(tessera_core::discovery::metadata(&state.settings().issuer)).into_response();
+    let mut resp =
+        Json(tessera_core::discovery::metadata(&state.settings().issuer)).into_response();
     resp.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=300"),

@@ -21,7 +21,10 @@ fn safe_return_to(value: Option<&str>) -> Option<&str> {
     value.filter(|v| v.starts_with('/') && !v.starts_with("//") && !v.contains('\\'))
 }
 
-fn with_cookies(mut resp: Response, cookies: impl IntoIterator<Item = Option<HeaderValue>>) -> Response {
+fn with_cookies(
+    mut resp: Response,
+    cookies: impl IntoIterator<Item = Option<HeaderValue>>,
+) -> Response {
     for c in cookies.into_iter().flatten() {
         resp.headers_mut().append(header::SET_COOKIE, c);
     }
@@ -59,7 +62,10 @@ async fn login_page(
         username: view.username,
         tenant: &tenant,
     };
-    Ok(with_cookies(render(status, &page), [csrf.set_cookie(state)]))
+    Ok(with_cookies(
+        render(status, &page),
+        [csrf.set_cookie(state)],
+    ))
 }
 
 pub async fn login_get(
@@ -82,7 +88,10 @@ pub async fn login_post(
     headers: HeaderMap,
     PageForm(form): PageForm,
 ) -> Result<Response, PageError> {
-    let field = |name| form.single(name).map_err(|e| PageError::bad_request(e.description));
+    let field = |name| {
+        form.single(name)
+            .map_err(|e| PageError::bad_request(e.description))
+    };
     Csrf::verify(&state, &headers, field("csrf_token")?)?;
     let blob = field("request")?;
     let return_to = safe_return_to(field("return_to")?);
@@ -98,7 +107,12 @@ pub async fn login_post(
     let password = field("password")?.unwrap_or("").to_owned();
 
     let user = state.store().find_user(tenant, username).await?;
-    let verified = verify_password(&state, password, user.as_ref().map(|u| u.password_hash.clone())).await?;
+    let verified = verify_password(
+        &state,
+        password,
+        user.as_ref().map(|u| u.password_hash.clone()),
+    )
+    .await?;
     let user = match (user, verified) {
         (Some(u), true) => u,
         _ => {
@@ -116,7 +130,10 @@ pub async fn login_post(
 
     // A new session id at every sign-in: no fixation of a pre-login cookie.
     if let Some(old) = session::cookie(&headers, SESSION_COOKIE) {
-        state.store().delete_session(SecretHash::of(old).as_bytes()).await?;
+        state
+            .store()
+            .delete_session(SecretHash::of(old).as_bytes())
+            .await?;
     }
     let now = state.now();
     let token = secret(SESSION_PREFIX).map_err(|e| PageError::bad_request(e.description))?;
@@ -132,10 +149,20 @@ pub async fn login_post(
 
     let resp = match request {
         Some(request) => {
-            let client = state.store().get_client(&request.client_id).await?.ok_or_else(|| {
-                PageError::bad_request("The application no longer exists.")
-            })?;
-            decide(&state, &client, request, Some((new_session, user)), true, true).await?
+            let client = state
+                .store()
+                .get_client(&request.client_id)
+                .await?
+                .ok_or_else(|| PageError::bad_request("The application no longer exists."))?;
+            decide(
+                &state,
+                &client,
+                request,
+                Some((new_session, user)),
+                true,
+                true,
+            )
+            .await?
         }
         None => see_other(return_to.unwrap_or("/")),
     };
@@ -175,7 +202,10 @@ pub async fn consent_get(
         audiences: &pending.request.audiences,
         redirect_host,
     };
-    Ok(with_cookies(render(StatusCode::OK, &page), [csrf.set_cookie(&state)]))
+    Ok(with_cookies(
+        render(StatusCode::OK, &page),
+        [csrf.set_cookie(&state)],
+    ))
 }
 
 /// The session of the user a pending consent belongs to; anyone else is refused.
@@ -197,7 +227,10 @@ pub async fn consent_post(
     headers: HeaderMap,
     PageForm(form): PageForm,
 ) -> Result<Response, PageError> {
-    let field = |name| form.single(name).map_err(|e| PageError::bad_request(e.description));
+    let field = |name| {
+        form.single(name)
+            .map_err(|e| PageError::bad_request(e.description))
+    };
     Csrf::verify(&state, &headers, field("csrf_token")?)?;
     let pending: ConsentRequest = session::open(&state, field("request")?)?;
     let (session, user) = signed_in_as(&state, &headers, &pending.user_id).await?;
@@ -206,15 +239,29 @@ pub async fn consent_post(
         Some("allow") => {}
         Some("deny") => {
             tracing::info!(client_id = %request.client_id, "consent denied");
-            return Ok(refuse(&state, &request, ErrorCode::AccessDenied, "the user denied the request", true));
+            return Ok(refuse(
+                &state,
+                &request,
+                ErrorCode::AccessDenied,
+                "the user denied the request",
+                true,
+            ));
         }
         _ => return Err(PageError::bad_request("Choose Allow or Deny.")),
     }
-    if state.store().get_client(&request.client_id).await?.is_none() {
+    if state
+        .store()
+        .get_client(&request.client_id)
+        .await?
+        .is_none()
+    {
         return Err(PageError::bad_request("The application no longer exists."));
     }
     // Remember the union, so that a later request for fewer scopes needs no new consent.
-    let previous = state.store().get_consent(&user.id, &request.client_id).await?;
+    let previous = state
+        .store()
+        .get_consent(&user.id, &request.client_id)
+        .await?;
     let scope = previous
         .map(|c| c.scope.union(&request.scope))
         .unwrap_or_else(|| request.scope.clone());
@@ -231,16 +278,25 @@ pub async fn consent_post(
     issue_code(&state, &request, &session, &user, true).await
 }
 
-pub async fn logout_get(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, PageError> {
+pub async fn logout_get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, PageError> {
     let current = session::current(&state, &headers).await?;
     let csrf = Csrf::ensure(&headers);
-    let username = current.as_ref().map(|(_, u)| u.username.as_str()).unwrap_or("");
+    let username = current
+        .as_ref()
+        .map(|(_, u)| u.username.as_str())
+        .unwrap_or("");
     let page = LogoutPage {
         csrf: &csrf.form_token(&state),
         username,
         signed_out: current.is_none(),
     };
-    Ok(with_cookies(render(StatusCode::OK, &page), [csrf.set_cookie(&state)]))
+    Ok(with_cookies(
+        render(StatusCode::OK, &page),
+        [csrf.set_cookie(&state)],
+    ))
 }
 
 pub async fn logout_post(
@@ -248,21 +304,35 @@ pub async fn logout_post(
     headers: HeaderMap,
     PageForm(form): PageForm,
 ) -> Result<Response, PageError> {
-    let token = form.single("csrf_token").map_err(|e| PageError::bad_request(e.description))?;
+    let token = form
+        .single("csrf_token")
+        .map_err(|e| PageError::bad_request(e.description))?;
     Csrf::verify(&state, &headers, token)?;
     if let Some(secret) = session::cookie(&headers, SESSION_COOKIE) {
-        state.store().delete_session(SecretHash::of(secret).as_bytes()).await?;
+        state
+            .store()
+            .delete_session(SecretHash::of(secret).as_bytes())
+            .await?;
     }
-    let page = LogoutPage { csrf: "", username: "", signed_out: true };
+    let page = LogoutPage {
+        csrf: "",
+        username: "",
+        signed_out: true,
+    };
     Ok(with_cookies(
         render(StatusCode::OK, &page),
         [Some(session::clear_cookie(&state, SESSION_COOKIE))],
     ))
 }
 
-pub async fn home(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, PageError> {
+pub async fn home(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, PageError> {
     let current = session::current(&state, &headers).await?;
-    let page = HomePage { username: current.as_ref().map(|(_, u)| u.username.as_str()) };
+    let page = HomePage {
+        username: current.as_ref().map(|(_, u)| u.username.as_str()),
+    };
     Ok(render(StatusCode::OK, &page).into_response())
 }
 

@@ -33,7 +33,9 @@ pub async fn introspect(
     let client = authenticate_client(&state, &headers, &params).await?;
     // RFC 7662 §2.1: the caller must be authenticated; a public client is not.
     if client.public {
-        return Err(OAuthError::invalid_client("introspection requires a confidential client").into());
+        return Err(
+            OAuthError::invalid_client("introspection requires a confidential client").into(),
+        );
     }
     let token = params.required("token")?;
     params.single("token_type_hint")?;
@@ -42,7 +44,9 @@ pub async fn introspect(
     let hash = SecretHash::of(token).0;
     let issuer = &state.settings().issuer;
     if token.starts_with(ACCESS_PREFIX) {
-        let Some(at) = state.store().get_access_token(&hash).await? else { return inactive() };
+        let Some(at) = state.store().get_access_token(&hash).await? else {
+            return inactive();
+        };
         if !at.is_active(now) {
             return inactive();
         }
@@ -69,7 +73,9 @@ pub async fn introspect(
         return Ok(no_store(Json(body).into_response()));
     }
     if token.starts_with(REFRESH_PREFIX) {
-        let Some(rt) = state.store().get_refresh_token(&hash).await? else { return inactive() };
+        let Some(rt) = state.store().get_refresh_token(&hash).await? else {
+            return inactive();
+        };
         // Refresh tokens are credentials of their client only: others learn nothing.
         if !rt.is_active(now) || rt.grant.client_id != client.id {
             return inactive();
@@ -142,7 +148,10 @@ fn bearer_error(description: &str) -> ApiError {
 fn bearer_token<'a>(headers: &'a HeaderMap, form: Option<&'a Params>) -> Result<&'a str, ApiError> {
     let from_header = match header_str(headers, "authorization") {
         Some(h) => {
-            let (scheme, token) = h.trim().split_once(' ').ok_or_else(|| bearer_error("malformed Authorization header"))?;
+            let (scheme, token) = h
+                .trim()
+                .split_once(' ')
+                .ok_or_else(|| bearer_error("malformed Authorization header"))?;
             if !scheme.eq_ignore_ascii_case("bearer") {
                 return Err(bearer_error("use the Bearer scheme"));
             }
@@ -155,7 +164,9 @@ fn bearer_token<'a>(headers: &'a HeaderMap, form: Option<&'a Params>) -> Result<
         None => None,
     };
     match (from_header, from_body) {
-        (Some(_), Some(_)) => Err(OAuthError::invalid_request("send the token in one place only").into()),
+        (Some(_), Some(_)) => {
+            Err(OAuthError::invalid_request("send the token in one place only").into())
+        }
         (Some(t), None) | (None, Some(t)) => Ok(t),
         (None, None) => Err(bearer_error("a bearer token is required")),
     }
@@ -177,7 +188,11 @@ async fn authorized_user(state: &AppState, token: &str) -> Result<(AccessToken, 
         .user_id
         .clone()
         .ok_or_else(|| bearer_error("this access token does not represent a user"))?;
-    let user = state.store().get_user(&user_id).await?.ok_or_else(invalid)?;
+    let user = state
+        .store()
+        .get_user(&user_id)
+        .await?
+        .ok_or_else(invalid)?;
     Ok((at, user))
 }
 
@@ -200,7 +215,10 @@ fn userinfo_claims(at: &AccessToken, user: &User) -> Value {
     Value::Object(claims)
 }
 
-pub async fn userinfo_get(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn userinfo_get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let token = bearer_token(&headers, None)?;
     let (at, user) = authorized_user(&state, token).await?;
     Ok(no_store(Json(userinfo_claims(&at, &user)).into_response()))
@@ -217,7 +235,10 @@ pub async fn userinfo_post(
 }
 
 /// CATAPA's `/v1/users/me`: the `Tenant` header must name the token's tenant.
-pub async fn users_me(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn users_me(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let tenant = header_str(&headers, "tenant")
         .map(str::trim)
         .filter(|t| !t.is_empty())
@@ -227,7 +248,10 @@ pub async fn users_me(State(state): State<AppState>, headers: HeaderMap) -> Resu
     if at.tenant.as_deref() != Some(tenant) {
         return Err(ApiError::Status(
             StatusCode::FORBIDDEN,
-            OAuthError::new(ErrorCode::AccessDenied, "the token belongs to another tenant"),
+            OAuthError::new(
+                ErrorCode::AccessDenied,
+                "the token belongs to another tenant",
+            ),
         ));
     }
     Ok(no_store(

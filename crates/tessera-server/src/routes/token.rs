@@ -33,12 +33,24 @@ pub async fn token(
     }
     let grant_type = request.grant_type().as_str();
     let minted = match request {
-        TokenRequest::AuthorizationCode { code, redirect_uri, code_verifier } => {
-            authorization_code(&state, &client, &code, redirect_uri.as_deref(), code_verifier.as_deref()).await?
+        TokenRequest::AuthorizationCode {
+            code,
+            redirect_uri,
+            code_verifier,
+        } => {
+            authorization_code(
+                &state,
+                &client,
+                &code,
+                redirect_uri.as_deref(),
+                code_verifier.as_deref(),
+            )
+            .await?
         }
-        TokenRequest::RefreshToken { refresh_token, scope } => {
-            refresh(&state, &client, &refresh_token, scope.as_ref()).await?
-        }
+        TokenRequest::RefreshToken {
+            refresh_token,
+            scope,
+        } => refresh(&state, &client, &refresh_token, scope.as_ref()).await?,
         TokenRequest::ClientCredentials { scope, audiences } => {
             client_credentials(&state, &client, scope, audiences).await?
         }
@@ -69,7 +81,9 @@ async fn authorization_code(
         .ok_or_else(|| OAuthError::invalid_grant("authorization code is invalid or expired"))?;
     record.check_redemption(&client.id, redirect_uri, code_verifier, now)?;
     let replayed = || {
-        OAuthError::invalid_grant("authorization code was already used; the tokens issued from it are revoked")
+        OAuthError::invalid_grant(
+            "authorization code was already used; the tokens issued from it are revoked",
+        )
     };
     if record.used {
         state.store().revoke_grant(&record.grant.id, now).await?;
@@ -78,8 +92,19 @@ async fn authorization_code(
         return Err(replayed().into());
     }
     let with_refresh = client.issues_refresh_token(&record.grant.scope);
-    let minted = mint(client, &record.grant, record.grant.scope.clone(), with_refresh, true, now)?;
-    match state.store().redeem_code(&hash, &minted.issuance, now).await? {
+    let minted = mint(
+        client,
+        &record.grant,
+        record.grant.scope.clone(),
+        with_refresh,
+        true,
+        now,
+    )?;
+    match state
+        .store()
+        .redeem_code(&hash, &minted.issuance, now)
+        .await?
+    {
         Swap::Done => Ok(minted),
         Swap::AlreadyUsed => {
             state.store().revoke_grant(&record.grant.id, now).await?;
@@ -104,7 +129,9 @@ async fn refresh(
         .get_refresh_token(&hash)
         .await?
         .ok_or_else(|| OAuthError::invalid_grant("refresh token is invalid, expired or revoked"))?;
-    let reused = || OAuthError::invalid_grant("refresh token was already used; the authorization is revoked");
+    let reused = || {
+        OAuthError::invalid_grant("refresh token was already used; the authorization is revoked")
+    };
     if record.check_use(&client.id, now)? == RefreshUse::Reuse {
         state.store().revoke_grant(&record.grant.id, now).await?;
         tracing::warn!(client_id = %client.id, grant_id = %record.grant.id, "refresh token reuse: family revoked");
@@ -113,7 +140,11 @@ async fn refresh(
     }
     let scope = refreshed_scope(&record.grant.scope, requested_scope)?;
     let minted = mint(client, &record.grant, scope, true, false, now)?;
-    match state.store().rotate_refresh_token(&hash, &minted.issuance, now).await? {
+    match state
+        .store()
+        .rotate_refresh_token(&hash, &minted.issuance, now)
+        .await?
+    {
         Swap::Done => Ok(minted),
         Swap::AlreadyUsed => {
             state.store().revoke_grant(&record.grant.id, now).await?;

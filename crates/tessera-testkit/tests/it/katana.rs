@@ -69,7 +69,10 @@ async fn code_refresh_and_reuse_kills_the_chain() {
     assert_eq!(body["token_type"], "Bearer");
     assert_eq!(body["expires_in"], 3600);
     let access1 = body["access_token"].as_str().unwrap().to_owned();
-    let refresh1 = body["refresh_token"].as_str().expect("refresh token with offline_access").to_owned();
+    let refresh1 = body["refresh_token"]
+        .as_str()
+        .expect("refresh token with offline_access")
+        .to_owned();
     let intro = server.introspect(&client, &access1).await;
     assert_eq!(intro["active"], true);
     assert_eq!(intro["aud"], API);

@@ -1,3 +1,11 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! End-to-end tests through real HTTP on 127.0.0.1:0, one module per area.
 
+mod catapa;
+mod catenda;
+mod independent_client;
+mod kanka;
 mod katana;
+mod ops;
+mod pages;
+mod security;

@@ -9,7 +9,14 @@ async fn health_and_readiness() {
     let http = server.http();
     let live = http.get(server.url("/health/live")).send().await.unwrap();
     assert_eq!(live.status(), StatusCode::OK);
-    let ready: serde_json::Value = http.get(server.url("/health/ready")).send().await.unwrap().json().await.unwrap();
+    let ready: serde_json::Value = http
+        .get(server.url("/health/ready"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(ready["status"], "ready");
 }
 
@@ -24,14 +31,27 @@ async fn metrics_count_requests_per_route_and_issued_tokens() {
         })
         .await;
     let (status, _, _) = server
-        .post_form("/oauth2/token", &[("grant_type", "client_credentials")], client.basic())
+        .post_form(
+            "/oauth2/token",
+            &[("grant_type", "client_credentials")],
+            client.basic(),
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
-    let text = server.http().get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let text = server
+        .http()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(
-        text.lines().any(|l| l.starts_with("tessera_http_requests_total")
-            && l.contains("route=\"/oauth2/token\"")
-            && l.contains("status=\"200\"")),
+        text.lines()
+            .any(|l| l.starts_with("tessera_http_requests_total")
+                && l.contains("route=\"/oauth2/token\"")
+                && l.contains("status=\"200\"")),
         "{text}"
     );
     assert!(
@@ -50,27 +70,61 @@ async fn discovery_lists_exactly_what_is_implemented() {
     let http = server.http();
     let oidc: serde_json::Value = http
         .get(server.url("/.well-known/openid-configuration"))
-        .send().await.unwrap().json().await.unwrap();
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let oauth: serde_json::Value = http
         .get(server.url("/.well-known/oauth-authorization-server"))
-        .send().await.unwrap().json().await.unwrap();
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(oidc, oauth);
     assert_eq!(oidc["issuer"], server.issuer);
     assert_eq!(oidc["token_endpoint"], server.url("/oauth2/token"));
-    assert_eq!(oidc["authorization_endpoint"], server.url("/oauth2/authorize"));
-    assert_eq!(oidc["code_challenge_methods_supported"], serde_json::json!(["S256"]));
-    assert_eq!(oidc["response_types_supported"], serde_json::json!(["code"]));
+    assert_eq!(
+        oidc["authorization_endpoint"],
+        server.url("/oauth2/authorize")
+    );
+    assert_eq!(
+        oidc["code_challenge_methods_supported"],
+        serde_json::json!(["S256"])
+    );
+    assert_eq!(
+        oidc["response_types_supported"],
+        serde_json::json!(["code"])
+    );
     assert_eq!(
         oidc["grant_types_supported"],
         serde_json::json!(["authorization_code", "refresh_token", "client_credentials"])
     );
     assert_eq!(oidc["authorization_response_iss_parameter_supported"], true);
     // Every advertised endpoint answers (none is a dead link).
-    for key in ["token_endpoint", "revocation_endpoint", "introspection_endpoint"] {
+    for key in [
+        "token_endpoint",
+        "revocation_endpoint",
+        "introspection_endpoint",
+    ] {
         let url = oidc[key].as_str().unwrap();
-        let status = http.post(url).form(&[("x", "y")]).send().await.unwrap().status();
+        let status = http
+            .post(url)
+            .form(&[("x", "y")])
+            .send()
+            .await
+            .unwrap()
+            .status();
         assert_ne!(status, StatusCode::NOT_FOUND, "{key}");
     }
-    let status = http.get(oidc["userinfo_endpoint"].as_str().unwrap()).send().await.unwrap().status();
+    let status = http
+        .get(oidc["userinfo_endpoint"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .status();
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
