@@ -12,6 +12,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
+pub mod jose;
+
 /// Bytes of entropy in every token, code and client secret (RFC 9700 §2.1, > 128 bits).
 pub const TOKEN_BYTES: usize = 32;
 
@@ -21,6 +23,8 @@ pub enum CryptoError {
     Random(String),
     #[error("password hashing failed: {0}")]
     PasswordHash(String),
+    #[error("key error: {0}")]
+    Key(String),
     #[error("malformed master key: {0}")]
     MasterKey(&'static str),
 }
