@@ -43,6 +43,32 @@ enum Command {
     /// Manage OAuth clients.
     #[command(subcommand)]
     Client(ClientCmd),
+    /// Signing keys (JWKS).
+    #[command(subcommand)]
+    Keys(KeysCmd),
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// List signing keys and their states (pending, active, retired, expired).
+    List {
+        #[arg(long)]
+        json: bool,
+        /// TOML configuration file (for master_key_file)
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Publish new signing keys now; they sign after --delay seconds, and the keys they
+    /// replace stay published until every token they signed has expired.
+    Rotate {
+        /// Seconds between publishing and signing [default: 120]
+        #[arg(long, default_value_t = tessera_server::keys::DEFAULT_PUBLISH_DELAY)]
+        delay: i64,
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -167,6 +193,12 @@ struct ClientCreateArgs {
     /// Restrict the client to one tenant.
     #[arg(long)]
     tenant: Option<String>,
+    /// ID token / JWT access token algorithm: EdDSA | ES256 | RS256 [default: RS256]
+    #[arg(long)]
+    id_token_alg: Option<String>,
+    /// Where RP-initiated logout may redirect (repeatable).
+    #[arg(long = "post-logout-redirect-uri")]
+    post_logout_redirect_uris: Vec<String>,
     #[arg(long)]
     json: bool,
 }
@@ -297,7 +329,64 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Client(cmd) => client_command(cmd, &database_url(&cli.database)).await,
+        Command::Keys(cmd) => keys_command(cmd, cli.database).await,
     }
+}
+
+async fn keys_command(cmd: KeysCmd, database: Option<String>) -> Result<()> {
+    let config_file = match &cmd {
+        KeysCmd::List { config, .. } | KeysCmd::Rotate { config, .. } => config.clone(),
+    };
+    let cfg = config::load(&config::Flags {
+        config_file,
+        listen: None,
+        issuer: None,
+        database_url: database,
+    })?;
+    let store = open_store(&cfg.database_url)?;
+    let sealer = tessera_server::sealer(&master_key(&cfg)?)?;
+    let now = now();
+    // Make sure there is something to list or rotate from (first use).
+    tessera_server::keys::load_or_init(&*store, &sealer, now).await?;
+    match cmd {
+        KeysCmd::List { json, .. } => {
+            let keys = store.list_signing_keys().await?;
+            let rows: Vec<serde_json::Value> = keys
+                .iter()
+                .map(|k| {
+                    json!({
+                        "kid": k.kid, "alg": k.alg, "state": k.state(now).as_str(),
+                        "created_at": k.created_at, "activates_at": k.activates_at,
+                        "retires_at": k.retires_at, "publish_until": k.publish_until,
+                    })
+                })
+                .collect();
+            if json {
+                print_json(&json!(rows));
+            } else {
+                for k in &keys {
+                    println!("{}  {:6}  {}", k.kid, k.alg, k.state(now).as_str());
+                }
+            }
+        }
+        KeysCmd::Rotate { delay, json, .. } => {
+            let new = tessera_server::keys::rotate(&*store, &sealer, now, delay).await?;
+            if json {
+                print_json(&json!(new
+                    .iter()
+                    .map(|k| json!({"kid": k.kid, "alg": k.alg, "activates_at": k.activates_at}))
+                    .collect::<Vec<_>>()));
+            } else {
+                for k in &new {
+                    println!(
+                        "published {} ({}); signs from {} (in {delay} s)",
+                        k.kid, k.alg, k.activates_at
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn client_command(cmd: ClientCmd, db: &str) -> Result<()> {
@@ -319,6 +408,8 @@ async fn client_command(cmd: ClientCmd, db: &str) -> Result<()> {
                 skip_consent: a.skip_consent,
                 tenant: a.tenant,
                 owner: None,
+                id_token_alg: a.id_token_alg,
+                post_logout_redirect_uris: a.post_logout_redirect_uris,
             };
             // Validate before touching the store, so bad input writes nothing at all.
             admin::build_client(&new, String::new(), now())?;
@@ -462,7 +553,8 @@ async fn serve(database: Option<String>, args: ServeArgs) -> Result<()> {
         Arc::new(SystemClock),
         &key,
         Passwords::new()?,
-    );
+    )
+    .await?;
     if args.demo {
         demo::provision(&*store, &issuer).await?;
     }

@@ -382,6 +382,8 @@ mod tests {
             tenant: None,
             owner: None,
             created_at: 0,
+            id_token_signed_response_alg: "RS256".into(),
+            post_logout_redirect_uris: vec![],
         }
     }
     const CH: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";

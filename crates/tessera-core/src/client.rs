@@ -139,6 +139,19 @@ pub struct Client {
     pub tenant: Option<String>,
     pub owner: Option<String>,
     pub created_at: UnixTime,
+    /// JWS algorithm of ID tokens and JWT access tokens (OIDC Registration
+    /// `id_token_signed_response_alg`); RS256 unless registered otherwise.
+    #[serde(default = "default_signing_alg")]
+    pub id_token_signed_response_alg: String,
+    /// Where RP-initiated logout may send the browser afterwards.
+    #[serde(default)]
+    pub post_logout_redirect_uris: Vec<String>,
+}
+
+pub const DEFAULT_SIGNING_ALG: &str = "RS256";
+
+fn default_signing_alg() -> String {
+    DEFAULT_SIGNING_ALG.to_owned()
 }
 
 impl std::fmt::Debug for Client {
@@ -342,6 +355,8 @@ mod tests {
             tenant: None,
             owner: None,
             created_at: 0,
+            id_token_signed_response_alg: DEFAULT_SIGNING_ALG.into(),
+            post_logout_redirect_uris: vec![],
         }
     }
 

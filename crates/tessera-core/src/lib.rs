@@ -7,6 +7,7 @@ pub mod authorize;
 pub mod client;
 pub mod discovery;
 pub mod error;
+pub mod keys;
 pub mod model;
 pub mod params;
 pub mod pkce;

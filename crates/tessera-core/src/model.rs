@@ -66,6 +66,8 @@ impl std::fmt::Debug for User {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
     pub hash: Hash,
+    /// Public session id, the `sid` claim of ID tokens (OIDC Front-Channel Logout §3).
+    pub sid: String,
     pub user_id: String,
     pub tenant: String,
     pub auth_time: UnixTime,
@@ -99,6 +101,8 @@ pub struct Grant {
     pub scope: ScopeSet,
     pub audiences: Vec<String>,
     pub auth_time: Option<UnixTime>,
+    /// The SSO session the user authorized in, for the ID token's `sid`.
+    pub sid: Option<String>,
     pub created_at: UnixTime,
 }
 
@@ -287,6 +291,7 @@ mod tests {
                 scope: ScopeSet::empty(),
                 audiences: vec![],
                 auth_time: Some(0),
+                sid: None,
                 created_at: 0,
             },
             redirect_uri: "https://a/cb".into(),

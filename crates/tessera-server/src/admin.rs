@@ -133,6 +133,9 @@ pub struct NewClient {
     pub skip_consent: bool,
     pub tenant: Option<String>,
     pub owner: Option<String>,
+    /// `EdDSA`, `ES256` or `RS256` [RS256].
+    pub id_token_alg: Option<String>,
+    pub post_logout_redirect_uris: Vec<String>,
 }
 
 /// Validates `new` into a [`Client`] (pure, no store access).
@@ -230,12 +233,12 @@ pub fn build_client(new: &NewClient, id: String, now: UnixTime) -> Result<Client
         None => AccessTokenFormat::Opaque,
         Some(f) => match AccessTokenFormat::parse(f) {
             Some(AccessTokenFormat::Opaque) => AccessTokenFormat::Opaque,
-            Some(AccessTokenFormat::Jwt) => {
-                return Err(invalid(
-                    "JWT access tokens are not available in this build yet; use --access-token-format opaque",
-                ))
+            Some(AccessTokenFormat::Jwt) => AccessTokenFormat::Jwt,
+            None => {
+                return Err(invalid(format!(
+                    "unknown access-token format {f:?}; use opaque or jwt"
+                )))
             }
-            None => return Err(invalid(format!("unknown access-token format {f:?}; use opaque or jwt"))),
         },
     };
     let ttl = |v: Option<i64>, what: &str| -> Result<Option<i64>, AdminError> {
@@ -252,7 +255,25 @@ pub fn build_client(new: &NewClient, id: String, now: UnixTime) -> Result<Client
     if let Some(t) = &new.tenant {
         validate_tenant_id(t).map_err(AdminError::Invalid)?;
     }
+    let id_token_signed_response_alg = match new.id_token_alg.as_deref() {
+        None => tessera_core::client::DEFAULT_SIGNING_ALG.to_owned(),
+        Some(a) => tessera_crypto::jose::SigningAlg::parse(a)
+            .ok_or_else(|| {
+                invalid(format!(
+                    "unknown signing algorithm {a:?}; use EdDSA, ES256 or RS256"
+                ))
+            })?
+            .as_str()
+            .to_owned(),
+    };
+    let mut post_logout_redirect_uris = Vec::new();
+    for uri in &new.post_logout_redirect_uris {
+        post_logout_redirect_uris
+            .push(redirect::validate_registration(uri).map_err(|e| invalid(e.to_string()))?);
+    }
     Ok(Client {
+        id_token_signed_response_alg,
+        post_logout_redirect_uris,
         id,
         name: name.to_owned(),
         secret_hash: None,
@@ -345,6 +366,8 @@ pub fn client_json(client: &Client) -> serde_json::Value {
         "require_pkce": client.require_pkce,
         "skip_consent": client.skip_consent,
         "tenant": client.tenant,
+        "id_token_signed_response_alg": client.id_token_signed_response_alg,
+        "post_logout_redirect_uris": client.post_logout_redirect_uris,
         "created_at": client.created_at,
     })
 }

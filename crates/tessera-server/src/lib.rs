@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 mod extract;
 mod issue;
+pub mod keys;
 mod metrics;
 mod pages;
 mod routes;
@@ -17,7 +18,7 @@ mod state;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::Settings;
-pub use state::AppState;
+pub use state::{sealer, AppState};
 
 use std::future::Future;
 
@@ -36,8 +37,23 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let reloader = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(e) = state.reload_keys().await {
+                    tracing::error!(error = %e, "reloading signing keys failed");
+                }
+            }
+        })
+    };
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
+    let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    reloader.abort();
+    result
 }

@@ -46,6 +46,8 @@ pub struct FormPostPage<'a> {
 #[template(path = "logout.html")]
 pub struct LogoutPage<'a> {
     pub csrf: &'a str,
+    /// Signed RP-initiated logout request (where to go afterwards).
+    pub request: Option<&'a str>,
     pub username: &'a str,
     pub signed_out: bool,
 }

@@ -19,6 +19,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use tessera_core::client::Client;
+use tessera_core::keys::{KeyRetirement, SigningKeyRecord};
 use tessera_core::model::{
     AccessToken, AuthorizationCode, Consent, Grant, Hash, RefreshToken, Session, Tenant,
     TokenState, User,
@@ -346,14 +347,15 @@ fn grant_from(row: &Row) -> rusqlite::Result<Grant> {
         scope: scope_of(row, "scope")?,
         audiences: audiences_of(row, "audiences")?,
         auth_time: row.get("auth_time")?,
+        sid: row.get("sid")?,
         created_at: row.get("created_at")?,
     })
 }
 
 fn insert_grant(conn: &Connection, g: &Grant) -> StoreResult<()> {
     conn.prepare_cached(
-        "INSERT INTO grants (id, client_id, user_id, tenant, scope, audiences, auth_time, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO grants (id, client_id, user_id, tenant, scope, audiences, auth_time, created_at, sid)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -364,7 +366,8 @@ fn insert_grant(conn: &Connection, g: &Grant) -> StoreResult<()> {
             g.scope.to_string(),
             to_json(&g.audiences).unwrap_or_default(),
             g.auth_time,
-            g.created_at
+            g.created_at,
+            g.sid
         ])
     })
     .map_err(map_err)?;
@@ -611,10 +614,10 @@ impl Store for SqliteStore {
         let s = session.clone();
         self.write(move |c| {
             c.prepare_cached(
-                "INSERT INTO sessions (hash, user_id, tenant, auth_time, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO sessions (hash, user_id, tenant, auth_time, expires_at, sid) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )
             .and_then(|mut st| {
-                st.execute(params![s.hash.as_slice(), s.user_id, s.tenant, s.auth_time, s.expires_at])
+                st.execute(params![s.hash.as_slice(), s.user_id, s.tenant, s.auth_time, s.expires_at, s.sid])
             })
             .map_err(map_err)?;
             Ok(())
@@ -630,6 +633,7 @@ impl Store for SqliteStore {
                     s.query_row([h.as_slice()], |r| {
                         Ok(Session {
                             hash: hash_of(r, "hash")?,
+                            sid: r.get("sid")?,
                             user_id: r.get("user_id")?,
                             tenant: r.get("tenant")?,
                             auth_time: r.get("auth_time")?,
@@ -693,8 +697,8 @@ impl Store for SqliteStore {
             let g = &k.grant;
             c.prepare_cached(
                 "INSERT INTO auth_codes (hash, grant_id, client_id, user_id, tenant, scope, audiences, auth_time, created_at,
-                                         redirect_uri, redirect_uri_sent, nonce, code_challenge, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                                         redirect_uri, redirect_uri_sent, nonce, code_challenge, expires_at, sid)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             )
             .and_then(|mut s| {
                 s.execute(params![
@@ -711,7 +715,8 @@ impl Store for SqliteStore {
                     k.redirect_uri_sent,
                     k.nonce,
                     k.code_challenge,
-                    k.expires_at
+                    k.expires_at,
+                    g.sid
                 ])
             })
             .map_err(map_err)?;
@@ -808,7 +813,7 @@ impl Store for SqliteStore {
             c.prepare_cached(
                 "SELECT r.hash, r.access_token_hash, r.issued_at, r.expires_at, r.state,
                         g.id AS grant_id, g.client_id, g.user_id, g.tenant, g.scope, g.audiences,
-                        g.auth_time, g.created_at, (g.revoked_at IS NOT NULL) AS grant_revoked
+                        g.auth_time, g.created_at, g.sid, (g.revoked_at IS NOT NULL) AS grant_revoked
                  FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id WHERE r.hash = ?1",
             )
             .and_then(|mut s| {
@@ -883,6 +888,56 @@ impl Store for SqliteStore {
                 params![now, h.as_slice()],
             )
             .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>> {
+        self.read(|c| {
+            let mut s = c
+                .prepare_cached("SELECT * FROM signing_keys ORDER BY activates_at, created_at")
+                .map_err(map_err)?;
+            let rows = s
+                .query_map([], |r| {
+                    Ok(SigningKeyRecord {
+                        kid: r.get("kid")?,
+                        alg: r.get("alg")?,
+                        sealed: r.get("sealed")?,
+                        created_at: r.get("created_at")?,
+                        activates_at: r.get("activates_at")?,
+                        retires_at: r.get("retires_at")?,
+                        publish_until: r.get("publish_until")?,
+                    })
+                })
+                .map_err(map_err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn save_signing_keys(
+        &self,
+        new: &[SigningKeyRecord],
+        retire: &[KeyRetirement],
+    ) -> StoreResult<()> {
+        let (new, retire) = (new.to_vec(), retire.to_vec());
+        self.write(move |c| {
+            for k in &new {
+                c.execute(
+                    "INSERT INTO signing_keys (kid, alg, sealed, created_at, activates_at, retires_at, publish_until)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![k.kid, k.alg, k.sealed, k.created_at, k.activates_at, k.retires_at, k.publish_until],
+                )
+                .map_err(map_err)?;
+            }
+            for r in &retire {
+                c.execute(
+                    "UPDATE signing_keys SET retires_at = ?1, publish_until = ?2 WHERE kid = ?3",
+                    params![r.retires_at, r.publish_until, r.kid],
+                )
+                .map_err(map_err)?;
+            }
             Ok(())
         })
         .await

@@ -1,7 +1,8 @@
 //! Schema migrations, applied in order at open; `PRAGMA user_version` records the last one.
 
 /// Each entry is one migration; never edit a released one, append a new one.
-pub const MIGRATIONS: &[&str] = &[r#"
+pub const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE tenants (
     id TEXT PRIMARY KEY,
     created_at INTEGER NOT NULL
@@ -98,4 +99,19 @@ CREATE TABLE refresh_tokens (
     state TEXT NOT NULL
 );
 CREATE INDEX refresh_tokens_grant ON refresh_tokens (grant_id);
-"#];
+"#,
+    r#"
+CREATE TABLE signing_keys (
+    kid TEXT PRIMARY KEY,
+    alg TEXT NOT NULL,
+    sealed BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    activates_at INTEGER NOT NULL,
+    retires_at INTEGER,
+    publish_until INTEGER
+);
+ALTER TABLE sessions ADD COLUMN sid TEXT NOT NULL DEFAULT '';
+ALTER TABLE grants ADD COLUMN sid TEXT;
+ALTER TABLE auth_codes ADD COLUMN sid TEXT;
+"#,
+];

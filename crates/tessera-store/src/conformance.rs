@@ -47,6 +47,8 @@ pub fn sample_client(id: &str) -> Client {
         tenant: None,
         owner: None,
         created_at: NOW,
+        id_token_signed_response_alg: "ES256".into(),
+        post_logout_redirect_uris: vec!["https://app.example/bye".into()],
     }
 }
 
@@ -59,6 +61,7 @@ fn grant(client_id: &str, user_id: &str) -> Grant {
         scope: ScopeSet::parse("openid offline_access").unwrap_or_default(),
         audiences: vec!["https://api.example".into()],
         auth_time: Some(NOW - 5),
+        sid: Some(unique("sid")),
         created_at: NOW,
     }
 }
@@ -157,6 +160,59 @@ pub async fn run_all(store: Arc<dyn Store>) {
     client_deletion_revokes_everything(&*store).await;
     parallel_redemption_has_one_winner(store.clone()).await;
     parallel_rotation_has_one_winner(store.clone()).await;
+    signing_keys(&*store).await;
+}
+
+async fn signing_keys(store: &dyn Store) {
+    use tessera_core::keys::{KeyRetirement, SigningKeyRecord};
+    let first = SigningKeyRecord {
+        kid: unique("k"),
+        alg: "ES256".into(),
+        sealed: vec![1, 2, 3],
+        created_at: NOW,
+        activates_at: NOW,
+        retires_at: None,
+        publish_until: None,
+    };
+    must(
+        store
+            .save_signing_keys(std::slice::from_ref(&first), &[])
+            .await,
+        "save_signing_keys",
+    );
+    let second = SigningKeyRecord {
+        kid: unique("k"),
+        activates_at: NOW + 60,
+        ..first.clone()
+    };
+    let retire = KeyRetirement {
+        kid: first.kid.clone(),
+        retires_at: NOW + 60,
+        publish_until: NOW + 3660,
+    };
+    must(
+        store
+            .save_signing_keys(std::slice::from_ref(&second), &[retire])
+            .await,
+        "rotate keys",
+    );
+    let keys = must(store.list_signing_keys().await, "list_signing_keys");
+    let got_first = keys.iter().find(|k| k.kid == first.kid);
+    check!(
+        got_first.map(|k| (k.retires_at, k.publish_until))
+            == Some((Some(NOW + 60), Some(NOW + 3660))),
+        "old key retired: {got_first:?}"
+    );
+    check!(keys.contains(&second), "new key stored as given");
+    check!(
+        matches!(
+            store
+                .save_signing_keys(std::slice::from_ref(&second), &[])
+                .await,
+            Err(StoreError::Conflict(_))
+        ),
+        "duplicate kid is a Conflict"
+    );
 }
 
 async fn tenants(store: &dyn Store) {
@@ -281,6 +337,7 @@ async fn sessions_and_consents(store: &dyn Store) {
     let c = client(store).await;
     let s = Session {
         hash: hash(),
+        sid: unique("sid"),
         user_id: u.id.clone(),
         tenant: DEFAULT_TENANT.into(),
         auth_time: NOW,

@@ -11,6 +11,7 @@
 
 use async_trait::async_trait;
 use tessera_core::client::Client;
+use tessera_core::keys::{KeyRetirement, SigningKeyRecord};
 use tessera_core::model::{
     AccessToken, AuthorizationCode, Consent, Grant, Hash, RefreshToken, Session, Tenant, User,
 };
@@ -114,4 +115,12 @@ pub trait Store: Send + Sync + 'static {
     /// Revokes the grant and with it every access and refresh token issued under it.
     async fn revoke_grant(&self, grant_id: &str, now: UnixTime) -> StoreResult<()>;
     async fn revoke_access_token(&self, hash: &Hash, now: UnixTime) -> StoreResult<()>;
+
+    async fn list_signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>>;
+    /// Stores new keys and retires old ones in one atomic step (a rotation).
+    async fn save_signing_keys(
+        &self,
+        new: &[SigningKeyRecord],
+        retire: &[KeyRetirement],
+    ) -> StoreResult<()>;
 }

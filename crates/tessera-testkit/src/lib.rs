@@ -86,6 +86,9 @@ pub struct TestServer {
     pub clock: ManualClock,
     pub db_path: PathBuf,
     pub passwords: Passwords,
+    pub master_key: MasterKey,
+    /// The running server's state (key ring, settings), for tests that rotate keys.
+    pub state: AppState,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
     _dir: tempfile::TempDir,
@@ -112,15 +115,20 @@ impl TestServer {
         settings.validate().expect("settings");
         let clock = ManualClock::new();
         let passwords = Passwords::new().expect("argon2");
+        let master_key = MasterKey::generate().expect("key");
         let state = AppState::new(
             settings,
             store.clone(),
             Arc::new(clock.clone()),
-            &MasterKey::generate().expect("key"),
+            &master_key,
             passwords.clone(),
-        );
+        )
+        .await
+        .expect("state");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let served = state.clone();
         let task = tokio::spawn(async move {
+            let state = served;
             let _ = tessera_server::serve(listener, state, async {
                 let _ = rx.await;
             })
@@ -132,6 +140,8 @@ impl TestServer {
             clock,
             db_path,
             passwords,
+            master_key,
+            state,
             shutdown: Some(tx),
             task: Some(task),
             _dir: dir,

@@ -179,6 +179,7 @@ pub(crate) async fn issue_code(
             scope: request.scope.clone(),
             audiences: request.audiences.clone(),
             auth_time: Some(session.auth_time),
+            sid: Some(session.sid.clone()),
             created_at: now,
         },
         redirect_uri: request.redirect_uri.clone(),

@@ -36,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .route("/oauth2/introspect", post(resource::introspect))
         .route("/userinfo", userinfo)
         .route("/v1/users/me", get(resource::users_me))
+        .route("/.well-known/jwks.json", get(meta::jwks))
         .route("/.well-known/openid-configuration", discovery.clone())
         .route("/.well-known/oauth-authorization-server", discovery)
         .route("/login", get(pages::login_get).post(pages::login_post))

@@ -5,6 +5,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tessera_core::authorize::AuthorizationRequest;
 use tessera_core::model::{Consent, Session, DEFAULT_TENANT};
+use tessera_core::params::Params;
 use tessera_core::ErrorCode;
 use tessera_crypto::SecretHash;
 
@@ -139,6 +140,7 @@ pub async fn login_post(
     let token = secret(SESSION_PREFIX).map_err(|e| PageError::bad_request(e.description))?;
     let new_session = Session {
         hash: SecretHash::of(&token).0,
+        sid: tessera_crypto::random_id(16).map_err(|e| PageError::bad_request(e.to_string()))?,
         user_id: user.id.clone(),
         tenant: user.tenant.clone(),
         auth_time: now,
@@ -278,11 +280,98 @@ pub async fn consent_post(
     issue_code(&state, &request, &session, &user, true).await
 }
 
+/// Where to send the browser after an RP-initiated logout (OIDC RP-Initiated Logout §2).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct LogoutRequest {
+    redirect: String,
+    state: Option<String>,
+}
+
+/// Validates `post_logout_redirect_uri` against the registration of the client named by
+/// `id_token_hint` (signed by us) or `client_id`. An unregistered URI is never followed.
+async fn logout_request(
+    state: &AppState,
+    params: &Params,
+) -> Result<Option<LogoutRequest>, PageError> {
+    let field = |name| {
+        params
+            .single(name)
+            .map_err(|e| PageError::bad_request(e.description))
+    };
+    let Some(redirect) = field("post_logout_redirect_uri")? else {
+        return Ok(None);
+    };
+    let hinted = match field("id_token_hint")? {
+        Some(hint) => {
+            let claims =
+                tessera_crypto::jose::verify_jwt(hint, &state.key_ring().verifiers(state.now()))
+                    .filter(|c| {
+                        c.get("iss").and_then(|i| i.as_str())
+                            == Some(state.settings().issuer.as_str())
+                    })
+                    .ok_or_else(|| {
+                        PageError::bad_request("The id_token_hint was not issued by this server.")
+                    })?;
+            claims
+                .get("aud")
+                .and_then(|a| a.as_str())
+                .map(str::to_owned)
+        }
+        None => None,
+    };
+    let client_id = match (hinted, field("client_id")?) {
+        (Some(h), Some(c)) if h != c => {
+            return Err(PageError::bad_request(
+                "client_id does not match the id_token_hint.",
+            ))
+        }
+        (Some(h), _) => h,
+        (None, Some(c)) => c.to_owned(),
+        (None, None) => {
+            return Err(PageError::bad_request(
+                "post_logout_redirect_uri needs an id_token_hint or a client_id.",
+            ))
+        }
+    };
+    let client = state.store().get_client(&client_id).await?;
+    let registered =
+        client.is_some_and(|c| c.post_logout_redirect_uris.iter().any(|u| u == redirect));
+    if !registered {
+        return Err(PageError::bad_request(
+            "The post_logout_redirect_uri is not registered for this application.",
+        ));
+    }
+    Ok(Some(LogoutRequest {
+        redirect: redirect.to_owned(),
+        state: field("state")?.map(str::to_owned),
+    }))
+}
+
+fn after_logout(request: &LogoutRequest) -> Response {
+    let mut url = match url::Url::parse(&request.redirect) {
+        Ok(u) => u,
+        Err(_) => return PageError::bad_request("invalid redirect").into_response(),
+    };
+    if let Some(s) = &request.state {
+        url.query_pairs_mut().append_pair("state", s);
+    }
+    see_other(url.as_str())
+}
+
 pub async fn logout_get(
     State(state): State<AppState>,
     headers: HeaderMap,
+    Query(params): Query,
 ) -> Result<Response, PageError> {
+    let params = params.map_err(|e| PageError::bad_request(e.description))?;
+    let request = logout_request(&state, &params).await?;
     let current = session::current(&state, &headers).await?;
+    if current.is_none() {
+        if let Some(r) = &request {
+            return Ok(after_logout(r));
+        }
+    }
+    let blob = request.as_ref().map(|r| session::sign(&state, r));
     let csrf = Csrf::ensure(&headers);
     let username = current
         .as_ref()
@@ -290,6 +379,7 @@ pub async fn logout_get(
         .unwrap_or("");
     let page = LogoutPage {
         csrf: &csrf.form_token(&state),
+        request: blob.as_deref(),
         username,
         signed_out: current.is_none(),
     };
@@ -304,25 +394,32 @@ pub async fn logout_post(
     headers: HeaderMap,
     PageForm(form): PageForm,
 ) -> Result<Response, PageError> {
-    let token = form
-        .single("csrf_token")
-        .map_err(|e| PageError::bad_request(e.description))?;
-    Csrf::verify(&state, &headers, token)?;
+    let field = |name| {
+        form.single(name)
+            .map_err(|e| PageError::bad_request(e.description))
+    };
+    Csrf::verify(&state, &headers, field("csrf_token")?)?;
+    let request: Option<LogoutRequest> = match field("logout_request")? {
+        Some(blob) => Some(session::open(&state, Some(blob))?),
+        None => None,
+    };
     if let Some(secret) = session::cookie(&headers, SESSION_COOKIE) {
         state
             .store()
             .delete_session(SecretHash::of(secret).as_bytes())
             .await?;
     }
+    let clear = Some(session::clear_cookie(&state, SESSION_COOKIE));
+    if let Some(r) = request {
+        return Ok(with_cookies(after_logout(&r), [clear]));
+    }
     let page = LogoutPage {
         csrf: "",
+        request: None,
         username: "",
         signed_out: true,
     };
-    Ok(with_cookies(
-        render(StatusCode::OK, &page),
-        [Some(session::clear_cookie(&state, SESSION_COOKIE))],
-    ))
+    Ok(with_cookies(render(StatusCode::OK, &page), [clear]))
 }
 
 pub async fn home(

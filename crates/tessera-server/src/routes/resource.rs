@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use tessera_core::model::{AccessToken, User};
 use tessera_core::params::Params;
 use tessera_core::{ErrorCode, OAuthError};
@@ -14,7 +14,7 @@ use tessera_crypto::SecretHash;
 use super::authenticate_client;
 use crate::error::ApiError;
 use crate::extract::{header_str, Form};
-use crate::issue::{ACCESS_PREFIX, REFRESH_PREFIX};
+use crate::issue::{is_access_token, REFRESH_PREFIX};
 use crate::AppState;
 
 fn audience_value(audiences: &[String]) -> Value {
@@ -43,7 +43,7 @@ pub async fn introspect(
     let inactive = || Ok(no_store(Json(json!({"active": false})).into_response()));
     let hash = SecretHash::of(token).0;
     let issuer = &state.settings().issuer;
-    if token.starts_with(ACCESS_PREFIX) {
+    if is_access_token(token) {
         let Some(at) = state.store().get_access_token(&hash).await? else {
             return inactive();
         };
@@ -112,7 +112,7 @@ pub async fn revoke(
     params.single("token_type_hint")?;
     let now = state.now();
     let hash = SecretHash::of(token).0;
-    if token.starts_with(ACCESS_PREFIX) {
+    if is_access_token(token) {
         if let Some(at) = state.store().get_access_token(&hash).await? {
             if at.client_id == client.id {
                 state.store().revoke_access_token(&hash, now).await?;
@@ -175,7 +175,7 @@ fn bearer_token<'a>(headers: &'a HeaderMap, form: Option<&'a Params>) -> Result<
 /// The live access token and its user.
 async fn authorized_user(state: &AppState, token: &str) -> Result<(AccessToken, User), ApiError> {
     let invalid = || bearer_error("the access token is invalid, expired or revoked");
-    if !token.starts_with(ACCESS_PREFIX) {
+    if !is_access_token(token) {
         return Err(invalid());
     }
     let at = state
@@ -198,20 +198,9 @@ async fn authorized_user(state: &AppState, token: &str) -> Result<(AccessToken, 
 
 /// OIDC Core §5.3: `sub` always, other claims as the granted scopes allow.
 fn userinfo_claims(at: &AccessToken, user: &User) -> Value {
-    let mut claims = Map::new();
+    let mut claims = crate::issue::user_claims(user, &at.scope);
     claims.insert("sub".into(), json!(user.id));
     claims.insert("tenant".into(), json!(user.tenant));
-    if at.scope.contains("profile") {
-        claims.insert("preferred_username".into(), json!(user.username));
-        if let Some(name) = &user.name {
-            claims.insert("name".into(), json!(name));
-        }
-    }
-    if at.scope.contains("email") {
-        if let Some(email) = &user.email {
-            claims.insert("email".into(), json!(email));
-        }
-    }
     Value::Object(claims)
 }
 

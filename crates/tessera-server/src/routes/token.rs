@@ -4,17 +4,18 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use tessera_core::client::Client;
+use tessera_core::client::{AccessTokenFormat, Client};
 use tessera_core::model::{refreshed_scope, Grant, RefreshUse};
 use tessera_core::token::{check_client_credentials_scope, TokenRequest};
 use tessera_core::{OAuthError, ScopeSet};
+use tessera_crypto::jose::{SigningAlg, SigningKey};
 use tessera_crypto::SecretHash;
 use tessera_store::Swap;
 
 use super::authenticate_client;
 use crate::error::ApiError;
 use crate::extract::Form;
-use crate::issue::{mint, new_grant_id, Minted};
+use crate::issue::{id_token, mint, new_grant_id, IdTokenFacts, JwtSigner, Minted};
 use crate::AppState;
 
 pub async fn token(
@@ -92,14 +93,24 @@ async fn authorization_code(
         return Err(replayed().into());
     }
     let with_refresh = client.issues_refresh_token(&record.grant.scope);
-    let minted = mint(
+    let jwt = jwt_signer(state, client).await?;
+    let mut minted = mint(
         client,
         &record.grant,
         record.grant.scope.clone(),
         with_refresh,
         true,
         now,
+        jwt.as_ref(),
     )?;
+    minted.id_token = openid_token(
+        state,
+        client,
+        &record.grant,
+        &minted,
+        record.nonce.as_deref(),
+    )
+    .await?;
     match state
         .store()
         .redeem_code(&hash, &minted.issuance, now)
@@ -139,7 +150,10 @@ async fn refresh(
         return Err(reused().into());
     }
     let scope = refreshed_scope(&record.grant.scope, requested_scope)?;
-    let minted = mint(client, &record.grant, scope, true, false, now)?;
+    let jwt = jwt_signer(state, client).await?;
+    let mut minted = mint(client, &record.grant, scope, true, false, now, jwt.as_ref())?;
+    // OIDC Core §12.2: a refresh that carries openid returns a fresh ID token.
+    minted.id_token = openid_token(state, client, &record.grant, &minted, None).await?;
     match state
         .store()
         .rotate_refresh_token(&hash, &minted.issuance, now)
@@ -173,9 +187,76 @@ async fn client_credentials(
         scope: scope.clone(),
         audiences,
         auth_time: None,
+        sid: None,
         created_at: now,
     };
-    let minted = mint(client, &grant, scope, false, true, now)?;
+    let jwt = jwt_signer(state, client).await?;
+    let minted = mint(client, &grant, scope, false, true, now, jwt.as_ref())?;
     state.store().issue(&minted.issuance).await?;
     Ok(minted)
+}
+
+fn no_key() -> ApiError {
+    tracing::error!("no signing key is available");
+    OAuthError::server_error("internal error").into()
+}
+
+/// The client's signing algorithm (its `id_token_signed_response_alg`).
+fn client_alg(client: &Client) -> SigningAlg {
+    SigningAlg::parse(&client.id_token_signed_response_alg).unwrap_or(SigningAlg::RS256)
+}
+
+async fn signing_key(
+    state: &AppState,
+    client: &Client,
+) -> Result<std::sync::Arc<SigningKey>, ApiError> {
+    state.signer(client_alg(client)).await.ok_or_else(no_key)
+}
+
+async fn jwt_signer(state: &AppState, client: &Client) -> Result<Option<JwtSigner>, ApiError> {
+    if client.access_token_format != AccessTokenFormat::Jwt {
+        return Ok(None);
+    }
+    Ok(Some(JwtSigner {
+        key: signing_key(state, client).await?,
+        issuer: state.settings().issuer.clone(),
+    }))
+}
+
+/// The ID token for a user grant whose access token carries `openid` (OIDC Core §3.1.3.3).
+async fn openid_token(
+    state: &AppState,
+    client: &Client,
+    grant: &Grant,
+    minted: &Minted,
+    nonce: Option<&str>,
+) -> Result<Option<String>, ApiError> {
+    let scope = &minted.issuance.access.scope;
+    let Some(user_id) = grant
+        .user_id
+        .as_deref()
+        .filter(|_| scope.contains("openid"))
+    else {
+        return Ok(None);
+    };
+    let user = state
+        .store()
+        .get_user(user_id)
+        .await?
+        .ok_or_else(|| OAuthError::invalid_grant("the user of this grant no longer exists"))?;
+    let key = signing_key(state, client).await?;
+    let token = id_token(
+        &key,
+        &state.settings().issuer,
+        IdTokenFacts {
+            client,
+            grant,
+            user: &user,
+            scope,
+            nonce,
+            access_token: &minted.access_token,
+            now: state.now(),
+        },
+    )?;
+    Ok(Some(token))
 }
