@@ -26,6 +26,7 @@ pub struct ServeConfig {
     pub page_ttl: i64,
     pub max_body_bytes: usize,
     pub password_concurrency: usize,
+    pub key_rotation_interval: i64,
 }
 
 impl Default for ServeConfig {
@@ -41,6 +42,7 @@ impl Default for ServeConfig {
             page_ttl: s.page_ttl,
             max_body_bytes: s.max_body_bytes,
             password_concurrency: s.password_concurrency,
+            key_rotation_interval: s.key_rotation_interval,
         }
     }
 }
@@ -57,6 +59,7 @@ const ENV_KEYS: &[&str] = &[
     "page_ttl",
     "max_body_bytes",
     "password_concurrency",
+    "key_rotation_interval",
 ];
 
 pub struct Flags {
@@ -123,6 +126,7 @@ impl ServeConfig {
             page_ttl: self.page_ttl,
             max_body_bytes: self.max_body_bytes,
             password_concurrency: self.password_concurrency,
+            key_rotation_interval: self.key_rotation_interval,
         };
         settings
             .validate()

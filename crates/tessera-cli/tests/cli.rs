@@ -736,3 +736,116 @@ async fn demo_mode_prints_working_credentials() {
         .unwrap();
     assert_eq!(resp.status(), 200);
 }
+
+#[test]
+fn keys_list_and_rotate() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = ok_json(&run(dir.path(), &["keys", "list", "--json"], ""));
+    let keys = keys.as_array().unwrap();
+    assert_eq!(keys.len(), 3, "one key per algorithm on first use");
+    let mut algs: Vec<&str> = keys.iter().map(|k| k["alg"].as_str().unwrap()).collect();
+    algs.sort();
+    assert_eq!(algs, ["ES256", "EdDSA", "RS256"]);
+    assert!(keys.iter().all(|k| k["state"] == "active"));
+
+    let rotated = ok_json(&run(
+        dir.path(),
+        &["keys", "rotate", "--delay", "300", "--json"],
+        "",
+    ));
+    assert_eq!(rotated.as_array().unwrap().len(), 3);
+    let after = ok_json(&run(dir.path(), &["keys", "list", "--json"], ""));
+    let state_of = |kid: &str| {
+        after
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["kid"] == kid)
+            .unwrap()["state"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    for new in rotated.as_array().unwrap() {
+        assert_eq!(
+            state_of(new["kid"].as_str().unwrap()),
+            "pending",
+            "published before it signs"
+        );
+    }
+    for old in keys {
+        let kid = old["kid"].as_str().unwrap();
+        assert_eq!(
+            state_of(kid),
+            "active",
+            "the old key signs until the new one activates"
+        );
+        let rec = after
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["kid"] == kid)
+            .unwrap();
+        assert!(
+            rec["publish_until"].as_i64().unwrap() >= rec["retires_at"].as_i64().unwrap() + 3600
+        );
+    }
+    // The master key file seals them: without it nothing opens.
+    std::fs::remove_file(dir.path().join("master.key")).unwrap();
+    let out = Command::new(BIN)
+        .args(["--database", &db_url(dir.path()), "keys", "list"])
+        .env(
+            "TESSERA_MASTER_KEY",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        )
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = first_error_line(&out);
+    assert!(err.contains("does not open"), "{err}");
+}
+
+#[test]
+fn client_signing_algorithm_and_logout_uris() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = ok_json(&run(
+        dir.path(),
+        &[
+            "client",
+            "create",
+            "--name",
+            "rp",
+            "--redirect-uri",
+            "https://rp.example/cb",
+            "--id-token-alg",
+            "EdDSA",
+            "--post-logout-redirect-uri",
+            "https://rp.example/bye",
+            "--access-token-format",
+            "jwt",
+            "--json",
+        ],
+        "",
+    ));
+    assert_eq!(c["id_token_signed_response_alg"], "EdDSA");
+    assert_eq!(c["access_token_format"], "jwt");
+    assert_eq!(
+        c["post_logout_redirect_uris"],
+        serde_json::json!(["https://rp.example/bye"])
+    );
+    let err = first_error_line(&run(
+        dir.path(),
+        &[
+            "client",
+            "create",
+            "--name",
+            "bad",
+            "--redirect-uri",
+            "https://rp.example/cb",
+            "--id-token-alg",
+            "none",
+        ],
+        "",
+    ));
+    assert!(err.contains("unknown signing algorithm"), "{err}");
+}

@@ -17,6 +17,9 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// Argon2 verifications running at once; more wait their turn.
     pub password_concurrency: usize,
+    /// Rotate signing keys automatically when the newest is this old (seconds; 0: only
+    /// by `tessera keys rotate`).
+    pub key_rotation_interval: i64,
 }
 
 impl Default for Settings {
@@ -28,6 +31,7 @@ impl Default for Settings {
             page_ttl: 3600,
             max_body_bytes: 64 * 1024,
             password_concurrency: 2,
+            key_rotation_interval: 0,
         }
     }
 }
@@ -57,6 +61,9 @@ impl Settings {
         }
         if self.max_body_bytes < 1024 {
             return Err("max_body_bytes must be at least 1024".into());
+        }
+        if self.key_rotation_interval != 0 && self.key_rotation_interval < 3600 {
+            return Err("key_rotation_interval must be 0 (off) or at least 3600 seconds".into());
         }
         if self.password_concurrency == 0 {
             return Err("password_concurrency must be at least 1".into());

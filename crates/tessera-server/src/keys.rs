@@ -173,3 +173,30 @@ pub async fn rotate(
     tracing::info!(activates_at, retired = retire.len(), "signing keys rotated");
     Ok(new)
 }
+
+/// Rotates when the newest key is older than `key_rotation_interval` (if set).
+pub async fn rotate_if_due(state: &crate::AppState) -> Result<(), KeyError> {
+    let interval = state.settings().key_rotation_interval;
+    if interval <= 0 {
+        return Ok(());
+    }
+    let now = state.now();
+    let newest = state
+        .store()
+        .list_signing_keys()
+        .await?
+        .iter()
+        .map(|k| k.activates_at)
+        .max()
+        .unwrap_or(now);
+    if now - newest >= interval {
+        rotate(
+            &**state.store(),
+            &state.0.sealer,
+            now,
+            DEFAULT_PUBLISH_DELAY,
+        )
+        .await?;
+    }
+    Ok(())
+}

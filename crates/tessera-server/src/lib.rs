@@ -44,6 +44,9 @@ pub async fn serve(
             tick.tick().await;
             loop {
                 tick.tick().await;
+                if let Err(e) = keys::rotate_if_due(&state).await {
+                    tracing::error!(error = %e, "automatic key rotation failed");
+                }
                 if let Err(e) = state.reload_keys().await {
                     tracing::error!(error = %e, "reloading signing keys failed");
                 }
