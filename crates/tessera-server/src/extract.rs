@@ -82,6 +82,12 @@ impl<S: Send + Sync> FromRequest<S> for PageForm {
     }
 }
 
+/// One field of a posted page form; a repeated field is a bad request.
+pub fn page_field<'a>(form: &'a Params, name: &str) -> Result<Option<&'a str>, PageError> {
+    form.single(name)
+        .map_err(|e| PageError::bad_request(e.description))
+}
+
 /// The query string as [`Params`]; malformed queries are reported by the handler, which
 /// knows whether to answer with a page or JSON.
 pub struct Query(pub Result<Params, OAuthError>);

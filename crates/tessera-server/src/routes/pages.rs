@@ -11,7 +11,7 @@ use tessera_crypto::SecretHash;
 
 use super::authorize::{decide, issue_code, refuse, see_other, ConsentRequest};
 use crate::error::PageError;
-use crate::extract::{PageForm, Query};
+use crate::extract::{page_field, PageForm, Query};
 use crate::issue::{secret, SESSION_PREFIX};
 use crate::pages::{describe_scope, render, ConsentPage, HomePage, LoginPage, LogoutPage};
 use crate::session::{self, Csrf, SESSION_COOKIE};
@@ -89,10 +89,7 @@ pub async fn login_post(
     headers: HeaderMap,
     PageForm(form): PageForm,
 ) -> Result<Response, PageError> {
-    let field = |name| {
-        form.single(name)
-            .map_err(|e| PageError::bad_request(e.description))
-    };
+    let field = |name| page_field(&form, name);
     Csrf::verify(&state, &headers, field("csrf_token")?)?;
     let blob = field("request")?;
     let return_to = safe_return_to(field("return_to")?);
@@ -229,10 +226,7 @@ pub async fn consent_post(
     headers: HeaderMap,
     PageForm(form): PageForm,
 ) -> Result<Response, PageError> {
-    let field = |name| {
-        form.single(name)
-            .map_err(|e| PageError::bad_request(e.description))
-    };
+    let field = |name| page_field(&form, name);
     Csrf::verify(&state, &headers, field("csrf_token")?)?;
     let pending: ConsentRequest = session::open(&state, field("request")?)?;
     let (session, user) = signed_in_as(&state, &headers, &pending.user_id).await?;
@@ -293,11 +287,7 @@ async fn logout_request(
     state: &AppState,
     params: &Params,
 ) -> Result<Option<LogoutRequest>, PageError> {
-    let field = |name| {
-        params
-            .single(name)
-            .map_err(|e| PageError::bad_request(e.description))
-    };
+    let field = |name| page_field(params, name);
     let Some(redirect) = field("post_logout_redirect_uri")? else {
         return Ok(None);
     };
@@ -394,10 +384,7 @@ pub async fn logout_post(
     headers: HeaderMap,
     PageForm(form): PageForm,
 ) -> Result<Response, PageError> {
-    let field = |name| {
-        form.single(name)
-            .map_err(|e| PageError::bad_request(e.description))
-    };
+    let field = |name| page_field(&form, name);
     Csrf::verify(&state, &headers, field("csrf_token")?)?;
     let request: Option<LogoutRequest> = match field("logout_request")? {
         Some(blob) => Some(session::open(&state, Some(blob))?),
