@@ -1,7 +1,7 @@
 //! Token introspection (RFC 7662), revocation (RFC 7009), and the user endpoints that
 //! accept bearer tokens (OIDC UserInfo, `/v1/users/me`).
 
-use axum::extract::State;
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -215,10 +215,17 @@ pub async fn userinfo_get(
 
 pub async fn userinfo_post(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Form(params): Form,
+    req: Request,
 ) -> Result<Response, ApiError> {
-    let token = bearer_token(&headers, Some(&params))?;
+    let headers = req.headers().clone();
+    // RFC 6750 §2.1: a POST may carry the token in the Authorization header alone, with no
+    // body and so no Content-Type; only a form body is read for `access_token` (§2.2).
+    let params = if headers.contains_key(axum::http::header::CONTENT_TYPE) {
+        Some(Form::from_request(req, &state).await?.0)
+    } else {
+        None
+    };
+    let token = bearer_token(&headers, params.as_ref())?;
     let (at, user) = authorized_user(&state, token).await?;
     Ok(no_store(Json(userinfo_claims(&at, &user)).into_response()))
 }
