@@ -27,6 +27,8 @@ pub struct ServeConfig {
     pub max_body_bytes: usize,
     pub password_concurrency: usize,
     pub key_rotation_interval: i64,
+    /// `[rate_limits]` table in the file (see README).
+    pub rate_limits: tessera_server::limits::RateLimitSettings,
 }
 
 impl Default for ServeConfig {
@@ -43,6 +45,7 @@ impl Default for ServeConfig {
             max_body_bytes: s.max_body_bytes,
             password_concurrency: s.password_concurrency,
             key_rotation_interval: s.key_rotation_interval,
+            rate_limits: s.rate_limits,
         }
     }
 }
@@ -127,6 +130,7 @@ impl ServeConfig {
             max_body_bytes: self.max_body_bytes,
             password_concurrency: self.password_concurrency,
             key_rotation_interval: self.key_rotation_interval,
+            rate_limits: self.rate_limits.clone(),
         };
         settings
             .validate()

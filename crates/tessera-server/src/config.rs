@@ -20,6 +20,8 @@ pub struct Settings {
     /// Rotate signing keys automatically when the newest is this old (seconds; 0: only
     /// by `tessera keys rotate`).
     pub key_rotation_interval: i64,
+    /// Abuse limits (HTTP 429 with Retry-After).
+    pub rate_limits: crate::limits::RateLimitSettings,
 }
 
 impl Default for Settings {
@@ -32,6 +34,7 @@ impl Default for Settings {
             max_body_bytes: 64 * 1024,
             password_concurrency: 2,
             key_rotation_interval: 0,
+            rate_limits: crate::limits::RateLimitSettings::default(),
         }
     }
 }
@@ -65,6 +68,7 @@ impl Settings {
         if self.key_rotation_interval != 0 && self.key_rotation_interval < 3600 {
             return Err("key_rotation_interval must be 0 (off) or at least 3600 seconds".into());
         }
+        self.rate_limits.validate()?;
         if self.password_concurrency == 0 {
             return Err("password_concurrency must be at least 1".into());
         }

@@ -17,6 +17,8 @@ pub enum ApiError {
     /// A plain HTTP status with an OAuth-style body (e.g. 403 on a foreign tenant).
     Status(StatusCode, OAuthError),
     Store(StoreError),
+    /// Too many failures from this address or for this client: 429 with `Retry-After`.
+    RateLimited(std::time::Duration),
 }
 
 impl From<OAuthError> for ApiError {
@@ -83,6 +85,20 @@ impl IntoResponse for ApiError {
                 let err = store_failure(&e);
                 (status_of(err.code), err, None)
             }
+            ApiError::RateLimited(wait) => {
+                let err = OAuthError::new(
+                    ErrorCode::TemporarilyUnavailable,
+                    "too many failed requests; retry later",
+                );
+                let mut resp = (StatusCode::TOO_MANY_REQUESTS, body(&err)).into_response();
+                let h = resp.headers_mut();
+                h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                if let Ok(v) = HeaderValue::from_str(&crate::limits::retry_after(wait).to_string())
+                {
+                    h.insert(header::RETRY_AFTER, v);
+                }
+                return resp;
+            }
         };
         let mut resp = (status, body(&err)).into_response();
         let headers = resp.headers_mut();
@@ -144,4 +160,18 @@ impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         crate::pages::error_page(self.status, self.title, &self.message)
     }
+}
+
+/// The page shown when a browser is rate limited (429 with `Retry-After`).
+pub fn too_many_page(wait: std::time::Duration) -> Response {
+    let secs = crate::limits::retry_after(wait);
+    let mut resp = crate::pages::error_page(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too many attempts",
+        &format!("Too many attempts from here. Try again in {secs} seconds."),
+    );
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
 }

@@ -9,6 +9,7 @@ pub mod error;
 mod extract;
 mod issue;
 pub mod keys;
+pub mod limits;
 mod metrics;
 mod pages;
 mod routes;

@@ -28,6 +28,7 @@ pub(crate) struct Inner {
     /// Seals signing keys at rest.
     pub sealer: Sealer,
     pub keys: RwLock<Arc<KeyRing>>,
+    pub limits: crate::limits::Limits,
 }
 
 impl AppState {
@@ -40,6 +41,7 @@ impl AppState {
         passwords: Passwords,
     ) -> Result<AppState, KeyError> {
         let slots = settings.password_concurrency;
+        let limits = crate::limits::Limits::new(settings.rate_limits.clone());
         let sealer = sealer(master_key)?;
         let ring = crate::keys::load_or_init(&*store, &sealer, clock.now()).await?;
         Ok(AppState(Arc::new(Inner {
@@ -52,6 +54,7 @@ impl AppState {
             page_state_key: master_key.derive("page-state"),
             sealer,
             keys: RwLock::new(Arc::new(ring)),
+            limits,
         })))
     }
 

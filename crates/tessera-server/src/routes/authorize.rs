@@ -3,6 +3,7 @@
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
+use axum::Extension;
 use serde::{Deserialize, Serialize};
 use tessera_core::authorize::{
     self, callback, error_fields, success_fields, AuthorizationRequest, Callback, ResponseMode,
@@ -17,14 +18,19 @@ use tessera_crypto::SecretHash;
 use crate::error::PageError;
 use crate::extract::{PageForm, Query};
 use crate::issue::{new_grant_id, secret, CODE_PREFIX};
+use crate::limits::ClientIp;
 use crate::pages::{render, FormPostPage};
 use crate::{session, AppState};
 
 pub async fn get(
     State(state): State<AppState>,
     headers: HeaderMap,
+    Extension(ip): Extension<ClientIp>,
     Query(params): Query,
 ) -> Response {
+    if let Some(limited) = limit(&state, ip) {
+        return limited;
+    }
     authorize(&state, &headers, params, false)
         .await
         .unwrap_or_else(IntoResponse::into_response)
@@ -34,11 +40,26 @@ pub async fn get(
 pub async fn post(
     State(state): State<AppState>,
     headers: HeaderMap,
+    Extension(ip): Extension<ClientIp>,
     PageForm(params): PageForm,
 ) -> Response {
+    if let Some(limited) = limit(&state, ip) {
+        return limited;
+    }
     authorize(&state, &headers, Ok(params), true)
         .await
         .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Authorization requests per source address.
+fn limit(state: &AppState, ClientIp(ip): ClientIp) -> Option<Response> {
+    let limits = &state.0.limits;
+    if !limits.settings.enabled {
+        return None;
+    }
+    let wait = limits.authorize.request(&crate::limits::ip_key(ip))?;
+    crate::metrics::event("rate_limited", "authorize");
+    Some(crate::error::too_many_page(wait))
 }
 
 fn untrusted(e: UntrustedRequest) -> PageError {

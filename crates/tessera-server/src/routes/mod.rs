@@ -18,11 +18,14 @@ use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
 use crate::extract::header_str;
+use crate::limits::ClientIp;
 use crate::AppState;
 
 pub fn router(state: AppState) -> Router {
     let authorize = get(authorize::get).post(authorize::post);
-    let token = post(token::token);
+    let guard =
+        || middleware::from_fn_with_state(state.clone(), crate::limits::client_endpoint_guard);
+    let token = post(token::token).route_layer(guard());
     let userinfo = get(resource::userinfo_get).post(resource::userinfo_post);
     let discovery = get(meta::discovery);
     Router::new()
@@ -32,8 +35,8 @@ pub fn router(state: AppState) -> Router {
         .route("/oauth2/token", token.clone())
         .route("/oauth/token", token.clone())
         .route("/token", token)
-        .route("/oauth2/revoke", post(resource::revoke))
-        .route("/oauth2/introspect", post(resource::introspect))
+        .route("/oauth2/revoke", post(resource::revoke).route_layer(guard()))
+        .route("/oauth2/introspect", post(resource::introspect).route_layer(guard()))
         .route("/userinfo", userinfo)
         .route("/v1/users/me", get(resource::users_me))
         .route("/.well-known/jwks.json", get(meta::jwks))
@@ -52,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(state.settings().max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), crate::security::headers))
         .layer(middleware::from_fn(crate::metrics::track))
+        .layer(middleware::from_fn_with_state(state.clone(), crate::limits::client_ip_layer))
         // Spans name the path only: query strings can carry codes and state.
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
@@ -65,22 +69,56 @@ pub(crate) async fn authenticate_client(
     state: &AppState,
     headers: &HeaderMap,
     params: &Params,
+    ip: ClientIp,
 ) -> Result<Client, ApiError> {
+    let limits = &state.0.limits;
     let presented = PresentedClient::from_request(
         header_str(headers, "authorization"),
         params.single("client_id")?,
         params.single("client_secret")?,
-    )?;
-    let client = state.store().get_client(&presented.client_id).await?;
-    match client {
-        Some(client) => {
-            presented.authenticate(&client)?;
-            Ok(client)
+    );
+    let presented = match presented {
+        Ok(p) => p,
+        Err(e) => {
+            charge_auth_failure(state, ip, None);
+            return Err(e.into());
         }
+    };
+    let client_key = crate::limits::client_key(&presented.client_id);
+    if limits.settings.enabled {
+        if let Some(wait) = limits.token_failures.blocked(&client_key) {
+            crate::metrics::event("rate_limited", "client");
+            return Err(ApiError::RateLimited(wait));
+        }
+    }
+    let client = state.store().get_client(&presented.client_id).await?;
+    let verdict = match client {
+        Some(client) => presented.authenticate(&client).map(|_| client),
         None => {
             // Spend the same hashing work as a real check.
             let _ = tessera_crypto::SecretHash::of(presented.secret.as_deref().unwrap_or(""));
-            Err(OAuthError::invalid_client("client authentication failed").into())
+            Err(OAuthError::invalid_client("client authentication failed"))
         }
+    };
+    verdict.map_err(|e| {
+        charge_auth_failure(state, ip, Some(&client_key));
+        e.into()
+    })
+}
+
+/// A failed client authentication costs more than other failures, to the address and
+/// to the client id it tried.
+fn charge_auth_failure(state: &AppState, ClientIp(ip): ClientIp, client_key: Option<&str>) {
+    let limits = &state.0.limits;
+    if !limits.settings.enabled {
+        return;
+    }
+    let cost = limits.settings.client_auth_failure_cost;
+    let blocked_ip = limits
+        .token_failures
+        .charge(&crate::limits::ip_key(ip), cost);
+    let blocked_client = client_key.and_then(|k| limits.token_failures.charge(k, cost));
+    if blocked_ip.is_some() || blocked_client.is_some() {
+        tracing::warn!(%ip, "failed client authentications: blocked");
     }
 }

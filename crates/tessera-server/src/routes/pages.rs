@@ -3,6 +3,7 @@
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use tessera_core::authorize::AuthorizationRequest;
 use tessera_core::model::{Consent, Session, DEFAULT_TENANT};
 use tessera_core::params::Params;
@@ -13,6 +14,7 @@ use super::authorize::{decide, issue_code, refuse, see_other, ConsentRequest};
 use crate::error::PageError;
 use crate::extract::{page_field, PageForm, Query};
 use crate::issue::{secret, SESSION_PREFIX};
+use crate::limits::ClientIp;
 use crate::pages::{describe_scope, render, ConsentPage, HomePage, LoginPage, LogoutPage};
 use crate::session::{self, Csrf, SESSION_COOKIE};
 use crate::AppState;
@@ -87,6 +89,7 @@ pub async fn login_get(
 pub async fn login_post(
     State(state): State<AppState>,
     headers: HeaderMap,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
     PageForm(form): PageForm,
 ) -> Result<Response, PageError> {
     let field = |name| page_field(&form, name);
@@ -104,6 +107,21 @@ pub async fn login_post(
     let username = field("username")?.unwrap_or("");
     let password = field("password")?.unwrap_or("").to_owned();
 
+    // Failures are counted per username *and* address, so a storm against one user slows
+    // that pair only, never the user's own sign-in from elsewhere; and per address.
+    let limits = &state.0.limits;
+    let user_key = format!("login:{tenant}:{username}:{ip}");
+    let ip_key = crate::limits::ip_key(ip);
+    if limits.settings.enabled {
+        let blocked = limits
+            .login_per_user
+            .blocked(&user_key)
+            .or_else(|| limits.login_per_ip.blocked(&ip_key));
+        if let Some(wait) = blocked {
+            crate::metrics::event("rate_limited", "login");
+            return Ok(crate::error::too_many_page(wait));
+        }
+    }
     let user = state.store().find_user(tenant, username).await?;
     let verified = verify_password(
         &state,
@@ -115,6 +133,16 @@ pub async fn login_post(
         (Some(u), true) => u,
         _ => {
             tracing::info!(tenant, "sign-in failed");
+            if limits.settings.enabled {
+                let blocked = [
+                    limits.login_per_user.charge(&user_key, 1),
+                    limits.login_per_ip.charge(&ip_key, 1),
+                ];
+                if let Some(wait) = blocked.into_iter().flatten().max() {
+                    crate::metrics::event("rate_limited", "login");
+                    return Ok(crate::error::too_many_page(wait));
+                }
+            }
             let view = LoginView {
                 request: blob,
                 return_to,

@@ -1,9 +1,11 @@
 //! Token introspection (RFC 7662), revocation (RFC 7009), and the user endpoints that
 //! accept bearer tokens (OIDC UserInfo, `/v1/users/me`).
 
+use crate::limits::ClientIp;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use serde_json::{json, Value};
 use tessera_core::model::{AccessToken, User};
@@ -28,9 +30,10 @@ fn audience_value(audiences: &[String]) -> Value {
 pub async fn introspect(
     State(state): State<AppState>,
     headers: HeaderMap,
+    Extension(ip): Extension<ClientIp>,
     Form(params): Form,
 ) -> Result<Response, ApiError> {
-    let client = authenticate_client(&state, &headers, &params).await?;
+    let client = authenticate_client(&state, &headers, &params, ip).await?;
     // RFC 7662 §2.1: the caller must be authenticated; a public client is not.
     if client.public {
         return Err(
@@ -105,9 +108,10 @@ pub async fn introspect(
 pub async fn revoke(
     State(state): State<AppState>,
     headers: HeaderMap,
+    Extension(ip): Extension<ClientIp>,
     Form(params): Form,
 ) -> Result<Response, ApiError> {
-    let client = authenticate_client(&state, &headers, &params).await?;
+    let client = authenticate_client(&state, &headers, &params, ip).await?;
     let token = params.required("token")?;
     params.single("token_type_hint")?;
     let now = state.now();

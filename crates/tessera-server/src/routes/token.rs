@@ -1,8 +1,10 @@
 //! The token endpoint (RFC 6749 §3.2): one handler per grant, dispatched in one place.
 
+use crate::limits::ClientIp;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use tessera_core::client::{AccessTokenFormat, Client};
 use tessera_core::model::{refreshed_scope, Grant, RefreshUse};
@@ -21,9 +23,10 @@ use crate::AppState;
 pub async fn token(
     State(state): State<AppState>,
     headers: HeaderMap,
+    Extension(ip): Extension<ClientIp>,
     Form(params): Form,
 ) -> Result<Response, ApiError> {
-    let client = authenticate_client(&state, &headers, &params).await?;
+    let client = authenticate_client(&state, &headers, &params, ip).await?;
     let request = TokenRequest::parse(&params)?;
     if !client.allows_grant(request.grant_type()) {
         return Err(OAuthError::unauthorized_client(format!(

@@ -9,6 +9,7 @@ mod jwt;
 mod kanka;
 mod katana;
 mod keys;
+mod limits;
 mod oidc;
 mod ops;
 mod pages;

@@ -1,0 +1,302 @@
+//! Abuse limits: failures are charged to keyed token buckets (per source IP, per client,
+//! per user+IP); a key whose bucket runs dry is blocked for a while, with the block
+//! doubling at each repeat. Successful requests of a well-behaved client cost nothing, so
+//! no legitimate integration is ever throttled; a storm of failures is.
+//!
+//! Counters are per node (in memory); see ARCHITECTURE.md.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::http::HeaderMap;
+use governor::clock::{Clock as _, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use serde::{Deserialize, Serialize};
+
+/// A bucket: `burst` failures at once, refilled at `per_minute`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Bucket {
+    pub burst: u32,
+    pub per_minute: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitSettings {
+    pub enabled: bool,
+    /// Failed token/introspection/revocation requests per source IP and per client id.
+    pub token_failures: Bucket,
+    /// What a failed client authentication costs (other failures cost 1).
+    pub client_auth_failure_cost: u32,
+    /// Failed sign-ins per username and source IP together.
+    pub login_failures_per_user: Bucket,
+    /// Failed sign-ins per source IP.
+    pub login_failures_per_ip: Bucket,
+    /// Authorization requests per source IP.
+    pub authorize_requests: Bucket,
+    /// Peers whose `X-Forwarded-For` is believed (a load balancer). Empty: the socket
+    /// address is the client, whatever the headers say.
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        RateLimitSettings {
+            enabled: true,
+            token_failures: Bucket {
+                burst: 300,
+                per_minute: 120,
+            },
+            client_auth_failure_cost: 5,
+            login_failures_per_user: Bucket {
+                burst: 5,
+                per_minute: 5,
+            },
+            login_failures_per_ip: Bucket {
+                burst: 100,
+                per_minute: 60,
+            },
+            authorize_requests: Bucket {
+                burst: 600,
+                per_minute: 1200,
+            },
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+impl RateLimitSettings {
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, b) in [
+            ("token_failures", self.token_failures),
+            ("login_failures_per_user", self.login_failures_per_user),
+            ("login_failures_per_ip", self.login_failures_per_ip),
+            ("authorize_requests", self.authorize_requests),
+        ] {
+            if b.burst == 0 || b.per_minute == 0 {
+                return Err(format!(
+                    "rate_limits.{name}: burst and per_minute must be at least 1"
+                ));
+            }
+        }
+        if self.client_auth_failure_cost == 0
+            || self.client_auth_failure_cost > self.token_failures.burst
+        {
+            return Err(
+                "rate_limits.client_auth_failure_cost must be between 1 and token_failures.burst"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+const MAX_BLOCK: Duration = Duration::from_secs(15 * 60);
+const MAX_TRACKED: usize = 100_000;
+
+/// One keyed bucket with blocking and growing back-off.
+pub struct Limiter {
+    buckets: DefaultKeyedRateLimiter<String>,
+    blocked: Mutex<HashMap<String, (Instant, u32)>>,
+}
+
+fn quota(b: Bucket) -> Quota {
+    let per_minute = NonZeroU32::new(b.per_minute).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(b.burst).unwrap_or(NonZeroU32::MIN);
+    Quota::per_minute(per_minute).allow_burst(burst)
+}
+
+impl Limiter {
+    pub fn new(b: Bucket) -> Limiter {
+        Limiter {
+            buckets: RateLimiter::keyed(quota(b)),
+            blocked: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// How long `key` stays blocked, if it is.
+    pub fn blocked(&self, key: &str) -> Option<Duration> {
+        let now = Instant::now();
+        let map = self.blocked.lock().ok()?;
+        map.get(key)
+            .and_then(|(until, _)| until.checked_duration_since(now))
+            .filter(|d| !d.is_zero())
+    }
+
+    /// Charges `cost` to `key`; when the bucket is dry the key is blocked (each repeat
+    /// doubles the block, up to 15 minutes) and the block's length returned.
+    pub fn charge(&self, key: &str, cost: u32) -> Option<Duration> {
+        let cost = NonZeroU32::new(cost).unwrap_or(NonZeroU32::MIN);
+        let wait = match self.buckets.check_key_n(&key.to_owned(), cost) {
+            Ok(Ok(())) => return None,
+            Ok(Err(not_until)) => not_until.wait_time_from(DefaultClock::default().now()),
+            Err(_) => Duration::from_secs(60),
+        };
+        let now = Instant::now();
+        let mut map = self.blocked.lock().ok()?;
+        if map.len() >= MAX_TRACKED {
+            map.retain(|_, (until, _)| *until > now);
+        }
+        let strikes = map.get(key).map(|(_, s)| s + 1).unwrap_or(1);
+        let factor = 1u32 << strikes.saturating_sub(1).min(10);
+        let block = wait
+            .max(Duration::from_secs(1))
+            .saturating_mul(factor)
+            .min(MAX_BLOCK);
+        map.insert(key.to_owned(), (now + block, strikes));
+        Some(block)
+    }
+
+    /// Charges one unit to a plain request rate (no blocking memory).
+    pub fn request(&self, key: &str) -> Option<Duration> {
+        match self.buckets.check_key(&key.to_owned()) {
+            Ok(()) => None,
+            Err(not_until) => Some(
+                not_until
+                    .wait_time_from(DefaultClock::default().now())
+                    .max(Duration::from_secs(1)),
+            ),
+        }
+    }
+}
+
+/// Every limiter of one node.
+pub struct Limits {
+    pub settings: RateLimitSettings,
+    pub token_failures: Limiter,
+    pub login_per_user: Limiter,
+    pub login_per_ip: Limiter,
+    pub authorize: Limiter,
+}
+
+impl Limits {
+    pub fn new(settings: RateLimitSettings) -> Limits {
+        Limits {
+            token_failures: Limiter::new(settings.token_failures),
+            login_per_user: Limiter::new(settings.login_failures_per_user),
+            login_per_ip: Limiter::new(settings.login_failures_per_ip),
+            authorize: Limiter::new(settings.authorize_requests),
+            settings,
+        }
+    }
+
+    /// The client's address: the socket peer, or — only when the peer is a trusted proxy —
+    /// the nearest untrusted address in `X-Forwarded-For`.
+    pub fn client_ip(&self, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+        let trusted = &self.settings.trusted_proxies;
+        if !trusted.contains(&peer.ip()) {
+            return peer.ip();
+        }
+        let forwarded: Vec<IpAddr> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|s| s.trim().parse().ok())
+            .collect();
+        forwarded
+            .into_iter()
+            .rev()
+            .find(|ip| !trusted.contains(ip))
+            .unwrap_or(peer.ip())
+    }
+}
+
+/// Seconds for a `Retry-After` header (at least 1).
+pub fn retry_after(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_block_after_the_burst_and_blocks_grow() {
+        let l = Limiter::new(Bucket {
+            burst: 3,
+            per_minute: 1,
+        });
+        assert_eq!(l.charge("k", 1), None);
+        assert_eq!(l.charge("k", 2), None);
+        let first = l.charge("k", 1).expect("blocked");
+        assert!(l.blocked("k").is_some());
+        assert!(l.blocked("other").is_none());
+        let second = l.charge("k", 1).expect("still blocked");
+        assert!(second > first, "back-off grows: {first:?} then {second:?}");
+    }
+
+    #[test]
+    fn forwarded_for_only_from_trusted_proxies() {
+        let mut s = RateLimitSettings::default();
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "203.0.113.9, 10.0.0.2".parse().unwrap());
+        let peer: SocketAddr = "10.0.0.1:1234".parse().unwrap();
+        assert_eq!(Limits::new(s.clone()).client_ip(peer, &h), peer.ip());
+        s.trusted_proxies = vec!["10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap()];
+        assert_eq!(
+            Limits::new(s).client_ip(peer, &h),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+    }
+}
+
+/// The client's address as the limits see it, put in the request extensions by
+/// [`client_ip_layer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIp(pub IpAddr);
+
+pub async fn client_ip_layer(
+    axum::extract::State(state): axum::extract::State<crate::AppState>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let ip = state.0.limits.client_ip(peer, req.headers());
+    req.extensions_mut().insert(ClientIp(ip));
+    next.run(req).await
+}
+
+/// Token, introspection and revocation: an address with too many recent failures is
+/// refused before any work; every 400 answered counts as a failure.
+pub async fn client_endpoint_guard(
+    axum::extract::State(state): axum::extract::State<crate::AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let limits = &state.0.limits;
+    let Some(ClientIp(ip)) = req.extensions().get::<ClientIp>().copied() else {
+        return next.run(req).await;
+    };
+    if !limits.settings.enabled {
+        return next.run(req).await;
+    }
+    let key = ip_key(ip);
+    if let Some(wait) = limits.token_failures.blocked(&key) {
+        crate::metrics::event("rate_limited", "token_endpoint");
+        return crate::error::ApiError::RateLimited(wait).into_response();
+    }
+    let resp = next.run(req).await;
+    if resp.status() == axum::http::StatusCode::BAD_REQUEST
+        && limits.token_failures.charge(&key, 1).is_some()
+    {
+        tracing::warn!(%ip, "token endpoint failures: address blocked");
+    }
+    resp
+}
+
+pub fn ip_key(ip: IpAddr) -> String {
+    format!("ip:{ip}")
+}
+
+pub fn client_key(client_id: &str) -> String {
+    format!("client:{client_id}")
+}
