@@ -347,3 +347,36 @@ mod tests {
         assert!(refreshed_scope(&g, Some(&c)).is_err());
     }
 }
+
+/// One entry of the append-only audit trail. Never carries a secret: ids, names and
+/// addresses only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    pub at: UnixTime,
+    /// What happened, e.g. `sign_in.failed`, `token.issued`, `refresh.reuse_detected`.
+    pub kind: String,
+    pub tenant: Option<String>,
+    /// Who acted: a user id, a client id, or `cli`.
+    pub actor: Option<String>,
+    pub client_id: Option<String>,
+    pub ip: Option<String>,
+    pub request_id: Option<String>,
+    /// Free-form, secret-free details (grant type, grant id, reason).
+    pub detail: Option<String>,
+}
+
+/// What the janitor removed in one pass.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Pruned {
+    pub codes: u64,
+    pub access_tokens: u64,
+    pub refresh_tokens: u64,
+    pub grants: u64,
+    pub sessions: u64,
+}
+
+impl Pruned {
+    pub fn total(&self) -> u64 {
+        self.codes + self.access_tokens + self.refresh_tokens + self.grants + self.sessions
+    }
+}

@@ -21,8 +21,8 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use tessera_core::client::Client;
 use tessera_core::keys::{KeyRetirement, SigningKeyRecord};
 use tessera_core::model::{
-    AccessToken, AuthorizationCode, Consent, Grant, Hash, RefreshToken, Session, Tenant,
-    TokenState, User,
+    AccessToken, AuditEvent, AuthorizationCode, Consent, Grant, Hash, Pruned, RefreshToken,
+    Session, Tenant, TokenState, User,
 };
 use tessera_core::{ScopeSet, UnixTime};
 use tessera_store::{Issuance, Store, StoreError, StoreResult, Swap};
@@ -889,6 +889,78 @@ impl Store for SqliteStore {
             )
             .map_err(map_err)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn append_audit(&self, events: &[AuditEvent]) -> StoreResult<()> {
+        let events = events.to_vec();
+        self.write(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "INSERT INTO audit_events (at, kind, tenant, actor, client_id, ip, request_id, detail)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .map_err(map_err)?;
+            for e in &events {
+                st.execute(params![e.at, e.kind, e.tenant, e.actor, e.client_id, e.ip, e.request_id, e.detail])
+                    .map_err(map_err)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_audit(&self, since: UnixTime, limit: u32) -> StoreResult<Vec<AuditEvent>> {
+        self.read(move |c| {
+            let mut s = c
+                .prepare_cached("SELECT * FROM audit_events WHERE at >= ?1 ORDER BY id LIMIT ?2")
+                .map_err(map_err)?;
+            let rows = s
+                .query_map(params![since, limit], |r| {
+                    Ok(AuditEvent {
+                        at: r.get("at")?,
+                        kind: r.get("kind")?,
+                        tenant: r.get("tenant")?,
+                        actor: r.get("actor")?,
+                        client_id: r.get("client_id")?,
+                        ip: r.get("ip")?,
+                        request_id: r.get("request_id")?,
+                        detail: r.get("detail")?,
+                    })
+                })
+                .map_err(map_err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn prune_expired(&self, now: UnixTime, grace: i64, batch: u32) -> StoreResult<Pruned> {
+        let cutoff = now - grace.max(0);
+        self.write(move |c| {
+            let run = |sql: &str| -> StoreResult<u64> {
+                c.execute(sql, params![cutoff, batch])
+                    .map(|n| n as u64)
+                    .map_err(map_err)
+            };
+            // Rotated refresh tokens stay until they expire: they are what detects reuse.
+            Ok(Pruned {
+                codes: run("DELETE FROM auth_codes WHERE hash IN
+                            (SELECT hash FROM auth_codes WHERE expires_at < ?1 LIMIT ?2)")?,
+                access_tokens: run("DELETE FROM access_tokens WHERE hash IN
+                            (SELECT a.hash FROM access_tokens a LEFT JOIN grants g ON g.id = a.grant_id
+                             WHERE a.expires_at < ?1 OR a.revoked_at < ?1 OR g.revoked_at < ?1 LIMIT ?2)")?,
+                refresh_tokens: run("DELETE FROM refresh_tokens WHERE hash IN
+                            (SELECT r.hash FROM refresh_tokens r LEFT JOIN grants g ON g.id = r.grant_id
+                             WHERE r.expires_at < ?1 OR g.revoked_at < ?1 LIMIT ?2)")?,
+                grants: run("DELETE FROM grants WHERE id IN
+                            (SELECT g.id FROM grants g WHERE g.created_at < ?1
+                             AND NOT EXISTS (SELECT 1 FROM access_tokens a WHERE a.grant_id = g.id)
+                             AND NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.grant_id = g.id)
+                             LIMIT ?2)")?,
+                sessions: run("DELETE FROM sessions WHERE hash IN
+                            (SELECT hash FROM sessions WHERE expires_at < ?1 LIMIT ?2)")?,
+            })
         })
         .await
     }

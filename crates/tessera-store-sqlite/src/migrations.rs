@@ -114,4 +114,22 @@ ALTER TABLE sessions ADD COLUMN sid TEXT NOT NULL DEFAULT '';
 ALTER TABLE grants ADD COLUMN sid TEXT;
 ALTER TABLE auth_codes ADD COLUMN sid TEXT;
 "#,
+    r#"
+CREATE TABLE audit_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    tenant TEXT,
+    actor TEXT,
+    client_id TEXT,
+    ip TEXT,
+    request_id TEXT,
+    detail TEXT
+);
+CREATE INDEX audit_events_at ON audit_events (at);
+CREATE INDEX auth_codes_expiry ON auth_codes (expires_at);
+CREATE INDEX access_tokens_expiry ON access_tokens (expires_at);
+CREATE INDEX refresh_tokens_expiry ON refresh_tokens (expires_at);
+CREATE INDEX sessions_expiry ON sessions (expires_at);
+"#,
 ];

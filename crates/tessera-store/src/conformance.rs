@@ -161,6 +161,111 @@ pub async fn run_all(store: Arc<dyn Store>) {
     parallel_redemption_has_one_winner(store.clone()).await;
     parallel_rotation_has_one_winner(store.clone()).await;
     signing_keys(&*store).await;
+    audit_trail(&*store).await;
+    janitor_prunes_only_dead_rows(&*store).await;
+}
+
+async fn audit_trail(store: &dyn Store) {
+    use tessera_core::model::AuditEvent;
+    let marker = unique("kind");
+    let event = |at: i64, n: u32| AuditEvent {
+        at,
+        kind: format!("{marker}.{n}"),
+        tenant: Some(DEFAULT_TENANT.into()),
+        actor: Some("user-1".into()),
+        client_id: Some("client-1".into()),
+        ip: Some("127.0.0.1".into()),
+        request_id: Some(format!("req-{n}")),
+        detail: Some("grant_type=authorization_code".into()),
+    };
+    let far = NOW + 10_000_000;
+    must(
+        store
+            .append_audit(&[event(far, 1), event(far + 1, 2)])
+            .await,
+        "append_audit",
+    );
+    must(
+        store.append_audit(&[event(far + 2, 3)]).await,
+        "append_audit",
+    );
+    let got = must(store.list_audit(far + 1, 10).await, "list_audit");
+    let mine: Vec<_> = got.iter().filter(|e| e.kind.starts_with(&marker)).collect();
+    check!(mine.len() == 2, "since filters and keeps order: {mine:?}");
+    check!(
+        *mine[0] == event(far + 1, 2) && *mine[1] == event(far + 2, 3),
+        "events round trip in order"
+    );
+    check!(
+        must(store.list_audit(far, 1).await, "list_audit").len() == 1,
+        "limit is honoured"
+    );
+}
+
+async fn janitor_prunes_only_dead_rows(store: &dyn Store) {
+    let u = user(store).await;
+    let c = client(store).await;
+    // Far in the future relative to every other check, so only this check's rows are
+    // old enough... all rows of other checks expire before LATER too; only ours matter.
+    let later = NOW + 100_000;
+    let live_grant = grant(&c.id, &u.id);
+    let mut live = issuance(&live_grant, true);
+    live.access.expires_at = later + 3600;
+    if let Some(r) = live.refresh.as_mut() {
+        r.expires_at = later + 86400;
+    }
+    must(store.issue(&live).await, "issue live");
+    let dead_grant = grant(&c.id, &u.id);
+    let dead = issuance(&dead_grant, true);
+    must(store.issue(&dead).await, "issue dead");
+    let rotated_grant = grant(&c.id, &u.id);
+    let mut first = issuance(&rotated_grant, true);
+    if let Some(r) = first.refresh.as_mut() {
+        r.expires_at = later + 86400;
+    }
+    must(store.issue(&first).await, "issue");
+    let mut second = issuance(&rotated_grant, false);
+    second.access.expires_at = later + 3600;
+    if let Some(r) = second.refresh.as_mut() {
+        r.expires_at = later + 86400;
+    }
+    let old = first.refresh.as_ref().map(|r| r.hash).unwrap_or_default();
+    must(
+        store.rotate_refresh_token(&old, &second, NOW).await,
+        "rotate",
+    );
+
+    let mut pruned = tessera_core::model::Pruned::default();
+    loop {
+        let p = must(store.prune_expired(later, 0, 2).await, "prune_expired");
+        check!(
+            p.access_tokens <= 2 && p.refresh_tokens <= 2 && p.grants <= 2,
+            "batches are bounded: {p:?}"
+        );
+        if p.total() == 0 {
+            break;
+        }
+        pruned.access_tokens += p.access_tokens;
+        pruned.refresh_tokens += p.refresh_tokens;
+    }
+    check!(
+        pruned.access_tokens >= 1 && pruned.refresh_tokens >= 1,
+        "expired rows pruned: {pruned:?}"
+    );
+    let dead_at = must(store.get_access_token(&dead.access.hash).await, "get");
+    check!(dead_at.is_none(), "expired access token pruned");
+    let live_at = must(store.get_access_token(&live.access.hash).await, "get");
+    check!(live_at.is_some(), "live access token kept");
+    let live_rt = live.refresh.as_ref().map(|r| r.hash).unwrap_or_default();
+    check!(
+        must(store.get_refresh_token(&live_rt).await, "get").is_some(),
+        "live refresh token kept"
+    );
+    let rotated = must(store.get_refresh_token(&old).await, "get");
+    check!(
+        rotated.map(|r| r.state) == Some(TokenState::Rotated),
+        "a rotated, unexpired refresh token is kept: it detects reuse"
+    );
 }
 
 async fn signing_keys(store: &dyn Store) {

@@ -13,7 +13,8 @@ use async_trait::async_trait;
 use tessera_core::client::Client;
 use tessera_core::keys::{KeyRetirement, SigningKeyRecord};
 use tessera_core::model::{
-    AccessToken, AuthorizationCode, Consent, Grant, Hash, RefreshToken, Session, Tenant, User,
+    AccessToken, AuditEvent, AuthorizationCode, Consent, Grant, Hash, Pruned, RefreshToken,
+    Session, Tenant, User,
 };
 use tessera_core::UnixTime;
 
@@ -115,6 +116,16 @@ pub trait Store: Send + Sync + 'static {
     /// Revokes the grant and with it every access and refresh token issued under it.
     async fn revoke_grant(&self, grant_id: &str, now: UnixTime) -> StoreResult<()>;
     async fn revoke_access_token(&self, hash: &Hash, now: UnixTime) -> StoreResult<()>;
+
+    /// Appends to the audit trail (durable like every other write).
+    async fn append_audit(&self, events: &[AuditEvent]) -> StoreResult<()>;
+    /// Audit events at or after `since`, oldest first, at most `limit`.
+    async fn list_audit(&self, since: UnixTime, limit: u32) -> StoreResult<Vec<AuditEvent>>;
+
+    /// Deletes at most `batch` rows of each kind that can never be used again: codes,
+    /// access and refresh tokens and sessions past their expiry (plus `grace` seconds),
+    /// and grants with no token left. A live row is never deleted.
+    async fn prune_expired(&self, now: UnixTime, grace: i64, batch: u32) -> StoreResult<Pruned>;
 
     async fn list_signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>>;
     /// Stores new keys and retires old ones in one atomic step (a rotation).
