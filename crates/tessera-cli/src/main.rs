@@ -46,6 +46,63 @@ enum Command {
     /// Signing keys (JWKS).
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// Read the audit trail.
+    Audit {
+        /// Start time: Unix seconds, or an age such as 30m, 12h, 7d [default: 24h]
+        #[arg(long, default_value = "24h")]
+        since: String,
+        /// Most events to print
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove expired codes, tokens, sessions and spent grants now.
+    Janitor {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Parses `--since`: Unix seconds, or an age (`90s`, `30m`, `12h`, `7d`) before now.
+fn parse_since(text: &str, now: i64) -> Result<i64> {
+    if let Ok(t) = text.parse::<i64>() {
+        return Ok(t);
+    }
+    let (num, unit) = text.split_at(text.len().saturating_sub(1));
+    let n: i64 = num.parse().map_err(|_| {
+        anyhow!("invalid --since {text:?}: use Unix seconds or an age like 30m, 12h, 7d")
+    })?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => bail!("invalid --since {text:?}: use Unix seconds or an age like 30m, 12h, 7d"),
+    };
+    Ok(now - secs)
+}
+
+/// Audits an administrative action taken from the command line.
+async fn audit_cli(
+    store: &dyn Store,
+    kind: &str,
+    client_id: Option<&str>,
+    tenant: Option<&str>,
+) -> Result<()> {
+    store
+        .append_audit(&[tessera_core::model::AuditEvent {
+            at: now(),
+            kind: kind.into(),
+            tenant: tenant.map(str::to_owned),
+            actor: Some("cli".into()),
+            client_id: client_id.map(str::to_owned),
+            ip: None,
+            request_id: None,
+            detail: None,
+        }])
+        .await?;
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -330,6 +387,46 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Client(cmd) => client_command(cmd, &database_url(&cli.database)).await,
         Command::Keys(cmd) => keys_command(cmd, cli.database).await,
+        Command::Audit { since, limit, json } => {
+            let store = open_store(&database_url(&cli.database))?;
+            let since = parse_since(&since, now())?;
+            let events = store.list_audit(since, limit).await?;
+            if json {
+                print_json(&json!(events));
+            } else {
+                for e in &events {
+                    println!(
+                        "{}  {:28} tenant={} actor={} client={} ip={} req={} {}",
+                        e.at,
+                        e.kind,
+                        e.tenant.as_deref().unwrap_or("-"),
+                        e.actor.as_deref().unwrap_or("-"),
+                        e.client_id.as_deref().unwrap_or("-"),
+                        e.ip.as_deref().unwrap_or("-"),
+                        e.request_id.as_deref().unwrap_or("-"),
+                        e.detail.as_deref().unwrap_or("")
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Janitor { json } => {
+            let store = open_store(&database_url(&cli.database))?;
+            let pruned = tessera_server::janitor::sweep(&*store, now()).await?;
+            if json {
+                print_json(&json!(pruned));
+            } else {
+                println!(
+                    "pruned {} codes, {} access tokens, {} refresh tokens, {} grants, {} sessions",
+                    pruned.codes,
+                    pruned.access_tokens,
+                    pruned.refresh_tokens,
+                    pruned.grants,
+                    pruned.sessions
+                );
+            }
+            Ok(())
+        }
     }
 }
 
@@ -415,6 +512,13 @@ async fn client_command(cmd: ClientCmd, db: &str) -> Result<()> {
             admin::build_client(&new, String::new(), now())?;
             let store = open_store(db)?;
             let (client, secret) = admin::create_client(&*store, &new, now()).await?;
+            audit_cli(
+                &*store,
+                "client.created",
+                Some(&client.id),
+                client.tenant.as_deref(),
+            )
+            .await?;
             let mut out = admin::client_json(&client);
             if let Some(obj) = out.as_object_mut() {
                 obj.insert("client_secret".into(), json!(secret));
@@ -475,6 +579,7 @@ async fn client_command(cmd: ClientCmd, db: &str) -> Result<()> {
             if !store.delete_client(&id).await? {
                 bail!("no client with id {id:?}");
             }
+            audit_cli(&*store, "client.deleted", Some(&id), None).await?;
             if json {
                 print_json(&json!({"client_id": id, "deleted": true}));
             } else {
@@ -485,6 +590,7 @@ async fn client_command(cmd: ClientCmd, db: &str) -> Result<()> {
         ClientCmd::RotateSecret { id, json } => {
             let store = open_store(db)?;
             let secret = admin::rotate_secret(&*store, &id).await?;
+            audit_cli(&*store, "client.secret_rotated", Some(&id), None).await?;
             if json {
                 print_json(&json!({"client_id": id, "client_secret": secret}));
             } else {

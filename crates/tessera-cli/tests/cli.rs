@@ -849,3 +849,43 @@ fn client_signing_algorithm_and_logout_uris() {
     ));
     assert!(err.contains("unknown signing algorithm"), "{err}");
 }
+
+#[test]
+fn audit_and_janitor_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = ok_json(&run(
+        dir.path(),
+        &[
+            "client",
+            "create",
+            "--name",
+            "audited",
+            "--redirect-uri",
+            "https://a.example/cb",
+            "--json",
+        ],
+        "",
+    ));
+    let id = c["client_id"].as_str().unwrap();
+    ok_json(&run(
+        dir.path(),
+        &["client", "rotate-secret", id, "--json"],
+        "",
+    ));
+    let events = ok_json(&run(dir.path(), &["audit", "--since", "1h", "--json"], ""));
+    let kinds: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["client.created", "client.secret_rotated"]);
+    assert_eq!(events[0]["actor"], "cli");
+    assert_eq!(events[0]["client_id"], id);
+    let text = serde_json::to_string(&events).unwrap();
+    assert!(!text.contains(c["client_secret"].as_str().unwrap()));
+    let err = first_error_line(&run(dir.path(), &["audit", "--since", "yesterday"], ""));
+    assert!(err.contains("invalid --since"), "{err}");
+    let pruned = ok_json(&run(dir.path(), &["janitor", "--json"], ""));
+    assert_eq!(pruned["access_tokens"], 0);
+}

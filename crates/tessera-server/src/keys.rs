@@ -171,6 +171,22 @@ pub async fn rotate(
     }
     store.save_signing_keys(&new, &retire).await?;
     tracing::info!(activates_at, retired = retire.len(), "signing keys rotated");
+    let kids: Vec<&str> = new.iter().map(|k| k.kid.as_str()).collect();
+    store
+        .append_audit(&[tessera_core::model::AuditEvent {
+            at: now,
+            kind: "keys.rotated".into(),
+            tenant: None,
+            actor: None,
+            client_id: None,
+            ip: None,
+            request_id: None,
+            detail: Some(format!(
+                "new={} activates_at={activates_at}",
+                kids.join(",")
+            )),
+        }])
+        .await?;
     Ok(new)
 }
 

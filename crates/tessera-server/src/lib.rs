@@ -3,11 +3,13 @@
 //! handlers here parse, call core with typed values and `now`, and persist via the store.
 
 pub mod admin;
+pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod error;
 mod extract;
 mod issue;
+pub mod janitor;
 pub mod keys;
 pub mod limits;
 mod metrics;
@@ -54,10 +56,25 @@ pub async fn serve(
             }
         })
     };
+    let janitor = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                match janitor::sweep(&**state.store(), state.now()).await {
+                    Ok(p) if p.total() > 0 => tracing::info!(pruned = ?p, "janitor pass"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "janitor pass failed"),
+                }
+            }
+        })
+    };
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
     reloader.abort();
+    janitor.abort();
     result
 }

@@ -260,8 +260,18 @@ pub async fn client_ip_layer(
         .map(|c| c.0)
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
     let ip = state.0.limits.client_ip(peer, req.headers());
+    let request_id = crate::audit::RequestId::next();
+    let header = axum::http::HeaderValue::from_str(&request_id.0).ok();
     req.extensions_mut().insert(ClientIp(ip));
-    next.run(req).await
+    req.extensions_mut().insert(crate::audit::Origin {
+        ip: Some(ip),
+        request_id: Some(request_id.0),
+    });
+    let mut resp = next.run(req).await;
+    if let Some(h) = header {
+        resp.headers_mut().insert("x-request-id", h);
+    }
+    resp
 }
 
 /// Token, introspection and revocation: an address with too many recent failures is
@@ -282,6 +292,13 @@ pub async fn client_endpoint_guard(
     let key = ip_key(ip);
     if let Some(wait) = limits.token_failures.blocked(&key) {
         crate::metrics::event("rate_limited", "token_endpoint");
+        if let Some(origin) = req.extensions().get::<crate::audit::Origin>().cloned() {
+            let subject = crate::audit::Subject {
+                detail: Some(format!("endpoint={}", req.uri().path())),
+                ..Default::default()
+            };
+            crate::audit::record(&state, &origin, "rate_limit.hit", subject).await;
+        }
         return crate::error::ApiError::RateLimited(wait).into_response();
     }
     let resp = next.run(req).await;

@@ -16,6 +16,7 @@ use tessera_core::params::Params;
 use tessera_core::OAuthError;
 use tower_http::trace::TraceLayer;
 
+use crate::audit::Origin;
 use crate::error::ApiError;
 use crate::extract::header_str;
 use crate::limits::ClientIp;
@@ -69,8 +70,9 @@ pub(crate) async fn authenticate_client(
     state: &AppState,
     headers: &HeaderMap,
     params: &Params,
-    ip: ClientIp,
+    origin: &Origin,
 ) -> Result<Client, ApiError> {
+    let ip = ClientIp(origin.ip.unwrap_or(std::net::IpAddr::from([0, 0, 0, 0])));
     let limits = &state.0.limits;
     let presented = PresentedClient::from_request(
         header_str(headers, "authorization"),
@@ -100,10 +102,19 @@ pub(crate) async fn authenticate_client(
             Err(OAuthError::invalid_client("client authentication failed"))
         }
     };
-    verdict.map_err(|e| {
-        charge_auth_failure(state, ip, Some(&client_key));
-        e.into()
-    })
+    match verdict {
+        Ok(client) => Ok(client),
+        Err(e) => {
+            charge_auth_failure(state, ip, Some(&client_key));
+            let subject = crate::audit::Subject {
+                client_id: Some(&presented.client_id),
+                detail: Some(format!("method={}", presented.method.as_str())),
+                ..Default::default()
+            };
+            crate::audit::record(state, origin, "client.auth_failed", subject).await;
+            Err(e.into())
+        }
+    }
 }
 
 /// A failed client authentication costs more than other failures, to the address and

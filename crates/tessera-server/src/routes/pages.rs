@@ -11,6 +11,7 @@ use tessera_core::ErrorCode;
 use tessera_crypto::SecretHash;
 
 use super::authorize::{decide, issue_code, refuse, see_other, ConsentRequest};
+use crate::audit::{record, Origin, Subject};
 use crate::error::PageError;
 use crate::extract::{page_field, PageForm, Query};
 use crate::issue::{secret, SESSION_PREFIX};
@@ -90,6 +91,7 @@ pub async fn login_post(
     State(state): State<AppState>,
     headers: HeaderMap,
     Extension(ClientIp(ip)): Extension<ClientIp>,
+    Extension(origin): Extension<Origin>,
     PageForm(form): PageForm,
 ) -> Result<Response, PageError> {
     let field = |name| page_field(&form, name);
@@ -119,6 +121,12 @@ pub async fn login_post(
             .or_else(|| limits.login_per_ip.blocked(&ip_key));
         if let Some(wait) = blocked {
             crate::metrics::event("rate_limited", "login");
+            let subject = Subject {
+                tenant: Some(tenant),
+                detail: Some(format!("username={username}")),
+                ..Default::default()
+            };
+            record(&state, &origin, "rate_limit.hit", subject).await;
             return Ok(crate::error::too_many_page(wait));
         }
     }
@@ -132,7 +140,12 @@ pub async fn login_post(
     let user = match (user, verified) {
         (Some(u), true) => u,
         _ => {
-            tracing::info!(tenant, "sign-in failed");
+            let subject = Subject {
+                tenant: Some(tenant),
+                detail: Some(format!("username={username}")),
+                ..Default::default()
+            };
+            record(&state, &origin, "sign_in.failed", subject).await;
             if limits.settings.enabled {
                 let blocked = [
                     limits.login_per_user.charge(&user_key, 1),
@@ -140,6 +153,12 @@ pub async fn login_post(
                 ];
                 if let Some(wait) = blocked.into_iter().flatten().max() {
                     crate::metrics::event("rate_limited", "login");
+                    let subject = Subject {
+                        tenant: Some(tenant),
+                        detail: Some(format!("username={username}")),
+                        ..Default::default()
+                    };
+                    record(&state, &origin, "rate_limit.hit", subject).await;
                     return Ok(crate::error::too_many_page(wait));
                 }
             }
@@ -152,7 +171,12 @@ pub async fn login_post(
             return login_page(&state, &headers, view, StatusCode::OK).await;
         }
     };
-    tracing::info!(tenant, user_id = %user.id, "sign-in succeeded");
+    let subject = Subject {
+        tenant: Some(tenant),
+        actor: Some(&user.id),
+        ..Default::default()
+    };
+    record(&state, &origin, "sign_in.succeeded", subject).await;
 
     // A new session id at every sign-in: no fixation of a pre-login cookie.
     if let Some(old) = session::cookie(&headers, SESSION_COOKIE) {
@@ -252,6 +276,7 @@ async fn signed_in_as(
 pub async fn consent_post(
     State(state): State<AppState>,
     headers: HeaderMap,
+    Extension(origin): Extension<Origin>,
     PageForm(form): PageForm,
 ) -> Result<Response, PageError> {
     let field = |name| page_field(&form, name);
@@ -262,7 +287,13 @@ pub async fn consent_post(
     match field("decision")? {
         Some("allow") => {}
         Some("deny") => {
-            tracing::info!(client_id = %request.client_id, "consent denied");
+            let subject = Subject {
+                tenant: Some(&request.tenant),
+                actor: Some(&user.id),
+                client_id: Some(&request.client_id),
+                detail: Some(format!("scope={}", request.scope)),
+            };
+            record(&state, &origin, "consent.denied", subject).await;
             return Ok(refuse(
                 &state,
                 &request,
@@ -298,7 +329,13 @@ pub async fn consent_post(
             granted_at: state.now(),
         })
         .await?;
-    tracing::info!(client_id = %request.client_id, user_id = %user.id, "consent given");
+    let subject = Subject {
+        tenant: Some(&request.tenant),
+        actor: Some(&user.id),
+        client_id: Some(&request.client_id),
+        detail: Some(format!("scope={}", request.scope)),
+    };
+    record(&state, &origin, "consent.given", subject).await;
     issue_code(&state, &request, &session, &user, true).await
 }
 

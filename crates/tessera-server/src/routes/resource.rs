@@ -1,7 +1,7 @@
 //! Token introspection (RFC 7662), revocation (RFC 7009), and the user endpoints that
 //! accept bearer tokens (OIDC UserInfo, `/v1/users/me`).
 
-use crate::limits::ClientIp;
+use crate::audit::{record, Origin, Subject};
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -30,10 +30,10 @@ fn audience_value(audiences: &[String]) -> Value {
 pub async fn introspect(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Extension(ip): Extension<ClientIp>,
+    Extension(origin): Extension<Origin>,
     Form(params): Form,
 ) -> Result<Response, ApiError> {
-    let client = authenticate_client(&state, &headers, &params, ip).await?;
+    let client = authenticate_client(&state, &headers, &params, &origin).await?;
     // RFC 7662 §2.1: the caller must be authenticated; a public client is not.
     if client.public {
         return Err(
@@ -108,10 +108,10 @@ pub async fn introspect(
 pub async fn revoke(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Extension(ip): Extension<ClientIp>,
+    Extension(origin): Extension<Origin>,
     Form(params): Form,
 ) -> Result<Response, ApiError> {
-    let client = authenticate_client(&state, &headers, &params, ip).await?;
+    let client = authenticate_client(&state, &headers, &params, &origin).await?;
     let token = params.required("token")?;
     params.single("token_type_hint")?;
     let now = state.now();
@@ -120,7 +120,13 @@ pub async fn revoke(
         if let Some(at) = state.store().get_access_token(&hash).await? {
             if at.client_id == client.id {
                 state.store().revoke_access_token(&hash, now).await?;
-                tracing::info!(client_id = %client.id, "access token revoked");
+                let subject = Subject {
+                    tenant: at.tenant.as_deref(),
+                    actor: Some(&client.id),
+                    client_id: Some(&client.id),
+                    detail: Some(format!("access_token grant_id={}", at.grant_id)),
+                };
+                record(&state, &origin, "token.revoked", subject).await;
             }
         }
     } else if token.starts_with(REFRESH_PREFIX) {
@@ -128,6 +134,13 @@ pub async fn revoke(
             // §2.1: revoking a refresh token revokes the access tokens of its grant too.
             if rt.grant.client_id == client.id {
                 state.store().revoke_grant(&rt.grant.id, now).await?;
+                let subject = Subject {
+                    tenant: rt.grant.tenant.as_deref(),
+                    actor: Some(&client.id),
+                    client_id: Some(&client.id),
+                    detail: Some(format!("refresh_token grant_id={}", rt.grant.id)),
+                };
+                record(&state, &origin, "token.revoked", subject).await;
                 tracing::info!(client_id = %client.id, grant_id = %rt.grant.id, "refresh token revoked with its grant");
             }
         }

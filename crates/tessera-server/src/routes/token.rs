@@ -1,6 +1,6 @@
 //! The token endpoint (RFC 6749 §3.2): one handler per grant, dispatched in one place.
 
-use crate::limits::ClientIp;
+use crate::audit::{record, Origin, Subject};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
@@ -23,10 +23,10 @@ use crate::AppState;
 pub async fn token(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Extension(ip): Extension<ClientIp>,
+    Extension(origin): Extension<Origin>,
     Form(params): Form,
 ) -> Result<Response, ApiError> {
-    let client = authenticate_client(&state, &headers, &params, ip).await?;
+    let client = authenticate_client(&state, &headers, &params, &origin).await?;
     let request = TokenRequest::parse(&params)?;
     if !client.allows_grant(request.grant_type()) {
         return Err(OAuthError::unauthorized_client(format!(
@@ -44,6 +44,7 @@ pub async fn token(
         } => {
             authorization_code(
                 &state,
+                &origin,
                 &client,
                 &code,
                 redirect_uri.as_deref(),
@@ -54,12 +55,28 @@ pub async fn token(
         TokenRequest::RefreshToken {
             refresh_token,
             scope,
-        } => refresh(&state, &client, &refresh_token, scope.as_ref()).await?,
+        } => refresh(&state, &origin, &client, &refresh_token, scope.as_ref()).await?,
         TokenRequest::ClientCredentials { scope, audiences } => {
             client_credentials(&state, &client, scope, audiences).await?
         }
     };
     crate::metrics::event("token_issued", grant_type);
+    let access = &minted.issuance.access;
+    let kind = if grant_type == "refresh_token" {
+        "token.refreshed"
+    } else {
+        "token.issued"
+    };
+    let subject = Subject {
+        tenant: access.tenant.as_deref(),
+        actor: access.user_id.as_deref().or(Some(&client.id)),
+        client_id: Some(&client.id),
+        detail: Some(format!(
+            "grant_type={grant_type} grant_id={}",
+            access.grant_id
+        )),
+    };
+    record(&state, &origin, kind, subject).await;
     let mut resp = Json(minted.response()).into_response();
     let h = resp.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -71,6 +88,7 @@ pub async fn token(
 /// revoked (§4.1.2, RFC 9700 §4.5); this includes the losers of a parallel redemption.
 async fn authorization_code(
     state: &AppState,
+    origin: &Origin,
     client: &Client,
     code: &str,
     redirect_uri: Option<&str>,
@@ -91,6 +109,14 @@ async fn authorization_code(
     };
     if record.used {
         state.store().revoke_grant(&record.grant.id, now).await?;
+        revoked_event(
+            state,
+            origin,
+            client,
+            &record.grant,
+            "code.replay_grant_revoked",
+        )
+        .await;
         tracing::warn!(client_id = %client.id, grant_id = %record.grant.id, "authorization code replay: grant revoked");
         crate::metrics::event("code_replay", "authorization_code");
         return Err(replayed().into());
@@ -122,6 +148,14 @@ async fn authorization_code(
         Swap::Done => Ok(minted),
         Swap::AlreadyUsed => {
             state.store().revoke_grant(&record.grant.id, now).await?;
+            revoked_event(
+                state,
+                origin,
+                client,
+                &record.grant,
+                "code.replay_grant_revoked",
+            )
+            .await;
             tracing::warn!(client_id = %client.id, grant_id = %record.grant.id, "concurrent code redemption: grant revoked");
             Err(replayed().into())
         }
@@ -132,6 +166,7 @@ async fn authorization_code(
 /// presenting a rotated one revokes the whole family.
 async fn refresh(
     state: &AppState,
+    origin: &Origin,
     client: &Client,
     refresh_token: &str,
     requested_scope: Option<&ScopeSet>,
@@ -148,6 +183,14 @@ async fn refresh(
     };
     if record.check_use(&client.id, now)? == RefreshUse::Reuse {
         state.store().revoke_grant(&record.grant.id, now).await?;
+        revoked_event(
+            state,
+            origin,
+            client,
+            &record.grant,
+            "refresh.reuse_family_revoked",
+        )
+        .await;
         tracing::warn!(client_id = %client.id, grant_id = %record.grant.id, "refresh token reuse: family revoked");
         crate::metrics::event("refresh_reuse", "refresh_token");
         return Err(reused().into());
@@ -165,6 +208,14 @@ async fn refresh(
         Swap::Done => Ok(minted),
         Swap::AlreadyUsed => {
             state.store().revoke_grant(&record.grant.id, now).await?;
+            revoked_event(
+                state,
+                origin,
+                client,
+                &record.grant,
+                "refresh.reuse_family_revoked",
+            )
+            .await;
             tracing::warn!(client_id = %client.id, grant_id = %record.grant.id, "concurrent refresh: family revoked");
             Err(reused().into())
         }
@@ -262,4 +313,21 @@ async fn openid_token(
         },
     )?;
     Ok(Some(token))
+}
+
+/// Audits a grant revoked because a code or refresh token came back.
+async fn revoked_event(
+    state: &AppState,
+    origin: &Origin,
+    client: &Client,
+    grant: &Grant,
+    kind: &str,
+) {
+    let subject = Subject {
+        tenant: grant.tenant.as_deref(),
+        actor: Some(&client.id),
+        client_id: Some(&client.id),
+        detail: Some(format!("grant_id={}", grant.id)),
+    };
+    record(state, origin, kind, subject).await;
 }

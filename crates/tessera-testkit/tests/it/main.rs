@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! End-to-end tests through real HTTP on 127.0.0.1:0, one module per area.
 
+mod audit;
 mod bad_input;
 mod catapa;
 mod catenda;

@@ -1,0 +1,78 @@
+//! The audit trail: every security-relevant event is appended to the store (durable
+//! before the response, like the grant it describes) and logged under target `audit`.
+//! Events carry ids, names and addresses, never a secret.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+use tessera_core::model::AuditEvent;
+
+use crate::AppState;
+
+/// Identifies one request in logs and audit events; also sent as `X-Request-Id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(pub String);
+
+impl RequestId {
+    /// A per-process random prefix and a counter: unique, cheap, unguessable enough for
+    /// correlation (it is not a secret).
+    pub fn next() -> RequestId {
+        static PREFIX: OnceLock<String> = OnceLock::new();
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let prefix = PREFIX.get_or_init(|| tessera_crypto::random_id(6).unwrap_or_default());
+        RequestId(format!(
+            "{prefix}-{}",
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ))
+    }
+}
+
+/// Where a request came from, for audit events.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    pub ip: Option<IpAddr>,
+    pub request_id: Option<String>,
+}
+
+/// The subject of an event.
+#[derive(Debug, Default)]
+pub struct Subject<'a> {
+    pub tenant: Option<&'a str>,
+    pub actor: Option<&'a str>,
+    pub client_id: Option<&'a str>,
+    pub detail: Option<String>,
+}
+
+/// Records `kind` durably; a failing store is logged, never turned into a failed request
+/// after the fact.
+pub async fn record(state: &AppState, origin: &Origin, kind: &str, subject: Subject<'_>) {
+    let event = AuditEvent {
+        at: state.now(),
+        kind: kind.to_owned(),
+        tenant: subject.tenant.map(str::to_owned),
+        actor: subject.actor.map(str::to_owned),
+        client_id: subject.client_id.map(str::to_owned),
+        ip: origin.ip.map(|ip| ip.to_string()),
+        request_id: origin.request_id.clone(),
+        detail: subject.detail,
+    };
+    tracing::info!(
+        target: "audit",
+        kind = %event.kind,
+        tenant = event.tenant.as_deref(),
+        actor = event.actor.as_deref(),
+        client_id = event.client_id.as_deref(),
+        ip = event.ip.as_deref(),
+        request_id = event.request_id.as_deref(),
+        detail = event.detail.as_deref(),
+        "audit"
+    );
+    if let Err(e) = state
+        .store()
+        .append_audit(std::slice::from_ref(&event))
+        .await
+    {
+        tracing::error!(error = %e, kind, "audit event could not be stored");
+    }
+}

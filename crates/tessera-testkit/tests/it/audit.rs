@@ -1,0 +1,151 @@
+//! The audit trail and the janitor, through the real HTTP interface and store.
+
+use reqwest::StatusCode;
+use tessera_testkit::{with_query, ClientSpec, ConsentChoice, Form, TestServer};
+
+#[tokio::test]
+async fn security_events_are_audited_without_secrets() {
+    let server = TestServer::start().await;
+    server.user("ana", "ana's long password").await;
+    let client = server
+        .client(ClientSpec {
+            name: "audited".into(),
+            redirect_uris: vec!["https://app.example/cb".into()],
+            ..Default::default()
+        })
+        .await;
+    let secret = client.secret.clone().unwrap();
+    let browser = server.browser();
+    // A failed sign-in first.
+    let page = browser.get("/login").await.text().await.unwrap();
+    let mut form = Form::with_action(&page, "/login").unwrap();
+    form.set("username", "ana");
+    form.set("password", "wrong password");
+    let resp = browser.post("/login", &form.fields).await;
+    assert!(
+        resp.headers().get("x-request-id").is_some(),
+        "every response names its request"
+    );
+    let url = with_query(
+        &server.url("/oauth2/authorize"),
+        &[
+            ("response_type", "code"),
+            ("client_id", &client.id),
+            ("scope", "openid offline_access"),
+            ("state", "s"),
+        ],
+    );
+    let cb = browser
+        .authorize(
+            &url,
+            Some(("ana", "ana's long password")),
+            Some(ConsentChoice::Allow),
+        )
+        .await
+        .expect("callback");
+    let (status, _, tokens) = server
+        .post_form(
+            "/oauth2/token",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", cb.code()),
+                ("redirect_uri", "https://app.example/cb"),
+            ],
+            client.basic(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let form = [("grant_type", "refresh_token"), ("refresh_token", refresh)];
+    assert_eq!(
+        server
+            .post_form("/oauth2/token", &form, client.basic())
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        server
+            .post_form("/oauth2/token", &form, client.basic())
+            .await
+            .0,
+        StatusCode::BAD_REQUEST
+    );
+    let (status, _, _) = server
+        .post_form("/oauth2/token", &form, Some((&client.id, "not the secret")))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let events = server.store.list_audit(0, 1000).await.unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    for expected in [
+        "sign_in.failed",
+        "sign_in.succeeded",
+        "consent.given",
+        "token.issued",
+        "token.refreshed",
+        "refresh.reuse_family_revoked",
+        "client.auth_failed",
+    ] {
+        assert!(kinds.contains(&expected), "{expected} missing in {kinds:?}");
+    }
+    let issued = events.iter().find(|e| e.kind == "token.issued").unwrap();
+    assert_eq!(issued.client_id.as_deref(), Some(client.id.as_str()));
+    assert_eq!(issued.tenant.as_deref(), Some("default"));
+    assert_eq!(issued.ip.as_deref(), Some("127.0.0.1"));
+    assert!(issued.request_id.is_some());
+    assert!(events.iter().all(|e| e.at > 0));
+    let text = serde_json::to_string(&events).unwrap();
+    for secret_value in [
+        secret.as_str(),
+        refresh,
+        tokens["access_token"].as_str().unwrap(),
+        cb.code(),
+        "ana's long password",
+        "wrong password",
+    ] {
+        assert!(
+            !text.contains(secret_value),
+            "a secret reached the audit trail"
+        );
+    }
+}
+
+#[tokio::test]
+async fn janitor_prunes_expired_rows_and_keeps_live_ones() {
+    let server = TestServer::start().await;
+    let client = server
+        .client(ClientSpec {
+            name: "svc".into(),
+            grant_types: Some("client_credentials".into()),
+            ..Default::default()
+        })
+        .await;
+    let form = [("grant_type", "client_credentials")];
+    let (_, _, old) = server
+        .post_form("/oauth2/token", &form, client.basic())
+        .await;
+    server
+        .clock
+        .advance(3600 + tessera_server::janitor::GRACE + 1);
+    let (_, _, fresh) = server
+        .post_form("/oauth2/token", &form, client.basic())
+        .await;
+    let pruned = tessera_server::janitor::sweep(&*server.store, server.now())
+        .await
+        .unwrap();
+    assert_eq!(pruned.access_tokens, 1, "{pruned:?}");
+    assert_eq!(pruned.grants, 1, "{pruned:?}");
+    let intro = server
+        .introspect(&client, fresh["access_token"].as_str().unwrap())
+        .await;
+    assert_eq!(intro["active"], true, "the live token survives the sweep");
+    let intro = server
+        .introspect(&client, old["access_token"].as_str().unwrap())
+        .await;
+    assert_eq!(intro["active"], false);
+    let again = tessera_server::janitor::sweep(&*server.store, server.now())
+        .await
+        .unwrap();
+    assert_eq!(again.total(), 0, "nothing left to prune: {again:?}");
+}
