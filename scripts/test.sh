@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, and every test (unit, store conformance,
-# end-to-end HTTP, CLI). Works on a fresh machine with the Rust toolchain.
+# The whole test suite: formatting, lints, and every test (unit, property, store
+# conformance, end-to-end HTTP, CLI), then the fuzz targets for a bounded time. Works on a fresh machine with the Rust toolchain.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+# Fuzz targets for a bounded time (FUZZ_SECONDS=0 skips them).
+if [ "${FUZZ_SECONDS:-60}" != 0 ]; then ./scripts/fuzz.sh; fi
