@@ -18,8 +18,12 @@ pub struct ServeConfig {
     pub database_url: String,
     /// Empty: derived from the listening address.
     pub issuer: String,
+    /// PostgreSQL pool: most connections of this node.
+    pub database_max_connections: u32,
+    /// PostgreSQL pool: seconds to wait for a connection before answering 503.
+    pub database_acquire_timeout: u64,
     /// Where the master key is kept when `TESSERA_MASTER_KEY` is not set; empty: next
-    /// to the SQLite database.
+    /// to the SQLite database (with PostgreSQL one of the two is required).
     pub master_key_file: String,
     pub code_ttl: i64,
     pub session_ttl: i64,
@@ -38,6 +42,8 @@ impl Default for ServeConfig {
             listen: "127.0.0.1:8080".into(),
             database_url: DEFAULT_DATABASE.into(),
             issuer: String::new(),
+            database_max_connections: tessera_store_postgres::DEFAULT_MAX_CONNECTIONS,
+            database_acquire_timeout: tessera_store_postgres::DEFAULT_ACQUIRE_TIMEOUT.as_secs(),
             master_key_file: String::new(),
             code_ttl: s.code_ttl,
             session_ttl: s.session_ttl,
@@ -55,6 +61,8 @@ impl Default for ServeConfig {
 const ENV_KEYS: &[&str] = &[
     "listen",
     "database_url",
+    "database_max_connections",
+    "database_acquire_timeout",
     "issuer",
     "master_key_file",
     "code_ttl",
@@ -108,6 +116,15 @@ pub fn load(flags: &Flags) -> Result<ServeConfig> {
 }
 
 impl ServeConfig {
+    /// Pool settings for a PostgreSQL store (ignored by SQLite).
+    pub fn postgres_options(&self) -> tessera_store_postgres::PostgresOptions {
+        tessera_store_postgres::PostgresOptions {
+            max_connections: self.database_max_connections.max(1),
+            acquire_timeout: std::time::Duration::from_secs(self.database_acquire_timeout.max(1)),
+            schema: None,
+        }
+    }
+
     /// The server settings, with the issuer derived from the bound address when unset.
     pub fn settings(&self, bound: std::net::SocketAddr) -> Result<Settings> {
         let issuer = if self.issuer.is_empty() {

@@ -14,6 +14,7 @@ use tessera_crypto::{MasterKey, Passwords};
 use tessera_server::admin::{self, NewClient, NewUser};
 use tessera_server::{AppState, Clock, SystemClock};
 use tessera_store::Store;
+use tessera_store_postgres::{PostgresOptions, PostgresStore};
 use tessera_store_sqlite::SqliteStore;
 
 #[derive(Parser)]
@@ -287,18 +288,41 @@ fn now() -> i64 {
     SystemClock.now()
 }
 
-/// Opens the store named by `url` (migrating it).
-fn open_store(url: &str) -> Result<Arc<SqliteStore>> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        bail!("PostgreSQL stores are not supported by this build yet; use sqlite://PATH");
+/// Opens the store named by `url` (migrating it) with default pool settings.
+async fn open_store(url: &str) -> Result<Arc<dyn Store>> {
+    open_store_with(url, PostgresOptions::default()).await
+}
+
+/// Opens the store named by `url` (migrating it): `sqlite://PATH` (or a bare path), or
+/// `postgres://…` / `postgresql://…` with the given pool settings.
+async fn open_store_with(url: &str, pg: PostgresOptions) -> Result<Arc<dyn Store>> {
+    if PostgresStore::is_postgres_url(url) {
+        let store = PostgresStore::connect_with(url, pg)
+            .await
+            .with_context(|| format!("cannot open the PostgreSQL store at {}", redact_url(url)))?;
+        return Ok(Arc::new(store));
     }
     if !url.starts_with("sqlite:") && url.contains("://") {
-        bail!("unsupported database URL {url:?}; use sqlite://PATH");
+        bail!(
+            "unsupported database URL {:?}; use sqlite://PATH or postgres://…",
+            redact_url(url)
+        );
     }
     let path = SqliteStore::path_from_url(url);
     let store = SqliteStore::open(&path)
         .with_context(|| format!("cannot open the store at {}", path.display()))?;
     Ok(Arc::new(store))
+}
+
+/// The URL without its password, for error messages.
+fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("****"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
 }
 
 fn database_url(cli: &Option<String>) -> String {
@@ -314,7 +338,7 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => serve(cli.database, args).await,
         Command::Tenant(cmd) => {
-            let store = open_store(&database_url(&cli.database))?;
+            let store = open_store(&database_url(&cli.database)).await?;
             match cmd {
                 TenantCmd::Create { name, json } => {
                     let t = admin::create_tenant(&*store, &name, now()).await?;
@@ -358,7 +382,7 @@ async fn run(cli: Cli) -> Result<()> {
                     password.pop();
                 }
             }
-            let store = open_store(&database_url(&cli.database))?;
+            let store = open_store(&database_url(&cli.database)).await?;
             let passwords = Passwords::new()?;
             let user = admin::create_user(
                 &*store,
@@ -388,7 +412,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Client(cmd) => client_command(cmd, &database_url(&cli.database)).await,
         Command::Keys(cmd) => keys_command(cmd, cli.database).await,
         Command::Audit { since, limit, json } => {
-            let store = open_store(&database_url(&cli.database))?;
+            let store = open_store(&database_url(&cli.database)).await?;
             let since = parse_since(&since, now())?;
             let events = store.list_audit(since, limit).await?;
             if json {
@@ -411,7 +435,7 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Janitor { json } => {
-            let store = open_store(&database_url(&cli.database))?;
+            let store = open_store(&database_url(&cli.database)).await?;
             let pruned = tessera_server::janitor::sweep(&*store, now()).await?;
             if json {
                 print_json(&json!(pruned));
@@ -440,8 +464,8 @@ async fn keys_command(cmd: KeysCmd, database: Option<String>) -> Result<()> {
         issuer: None,
         database_url: database,
     })?;
-    let store = open_store(&cfg.database_url)?;
     let sealer = tessera_server::sealer(&master_key(&cfg)?)?;
+    let store = open_store_with(&cfg.database_url, cfg.postgres_options()).await?;
     let now = now();
     // Make sure there is something to list or rotate from (first use).
     tessera_server::keys::load_or_init(&*store, &sealer, now).await?;
@@ -510,7 +534,7 @@ async fn client_command(cmd: ClientCmd, db: &str) -> Result<()> {
             };
             // Validate before touching the store, so bad input writes nothing at all.
             admin::build_client(&new, String::new(), now())?;
-            let store = open_store(db)?;
+            let store = open_store(db).await?;
             let (client, secret) = admin::create_client(&*store, &new, now()).await?;
             audit_cli(
                 &*store,
@@ -537,7 +561,7 @@ async fn client_command(cmd: ClientCmd, db: &str) -> Result<()> {
             Ok(())
         }
         ClientCmd::List { json } => {
-            let store = open_store(db)?;
+            let store = open_store(db).await?;
             let clients = store.list_clients().await?;
             if json {
                 print_json(&json!(clients
@@ -559,7 +583,7 @@ async fn client_command(cmd: ClientCmd, db: &str) -> Result<()> {
             Ok(())
         }
         ClientCmd::Show { id, json } => {
-            let store = open_store(db)?;
+            let store = open_store(db).await?;
             let client = store
                 .get_client(&id)
                 .await?
@@ -575,7 +599,7 @@ async fn client_command(cmd: ClientCmd, db: &str) -> Result<()> {
             Ok(())
         }
         ClientCmd::Delete { id, json } => {
-            let store = open_store(db)?;
+            let store = open_store(db).await?;
             if !store.delete_client(&id).await? {
                 bail!("no client with id {id:?}");
             }
@@ -588,7 +612,7 @@ async fn client_command(cmd: ClientCmd, db: &str) -> Result<()> {
             Ok(())
         }
         ClientCmd::RotateSecret { id, json } => {
-            let store = open_store(db)?;
+            let store = open_store(db).await?;
             let secret = admin::rotate_secret(&*store, &id).await?;
             audit_cli(&*store, "client.secret_rotated", Some(&id), None).await?;
             if json {
@@ -602,10 +626,31 @@ async fn client_command(cmd: ClientCmd, db: &str) -> Result<()> {
 }
 
 /// The master key from `TESSERA_MASTER_KEY`, or a key file created with mode 0600.
+///
+/// On PostgreSQL every node must hold the same key (it seals the signing keys they share),
+/// so there the key must be given explicitly and a missing file is never generated.
 fn master_key(cfg: &config::ServeConfig) -> Result<MasterKey> {
     if let Ok(text) = std::env::var("TESSERA_MASTER_KEY") {
         return MasterKey::parse(&text)
             .context("TESSERA_MASTER_KEY is invalid (expected base64url of 32 bytes)");
+    }
+    if PostgresStore::is_postgres_url(&cfg.database_url) {
+        if cfg.master_key_file.is_empty() {
+            bail!(
+                "a PostgreSQL store needs the master key shared by every node: set TESSERA_MASTER_KEY \
+                 (base64url of 32 random bytes) or master_key_file (TESSERA_MASTER_KEY_FILE)"
+            );
+        }
+        let path = PathBuf::from(&cfg.master_key_file);
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "cannot read master key file {} (with a PostgreSQL store it is never generated: \
+                 every node needs the same key)",
+                path.display()
+            )
+        })?;
+        return MasterKey::parse(&text)
+            .with_context(|| format!("master key file {} is invalid", path.display()));
     }
     let path = if cfg.master_key_file.is_empty() {
         let db = SqliteStore::path_from_url(&cfg.database_url);
@@ -623,7 +668,13 @@ fn master_key(cfg: &config::ServeConfig) -> Result<MasterKey> {
     use std::os::unix::fs::OpenOptionsExt;
     let key = MasterKey::generate()?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        // Owner-only, like the data folder the SQLite store creates.
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -650,8 +701,8 @@ async fn serve(database: Option<String>, args: ServeArgs) -> Result<()> {
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let bound = listener.local_addr()?;
     let settings = cfg.settings(bound)?;
-    let store = open_store(&cfg.database_url)?;
     let key = master_key(&cfg)?;
+    let store = open_store_with(&cfg.database_url, cfg.postgres_options()).await?;
     let issuer = settings.issuer.clone();
     let state = AppState::new(
         settings,

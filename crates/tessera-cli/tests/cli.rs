@@ -424,14 +424,153 @@ fn bad_client_input_is_refused_and_writes_nothing() {
     assert_eq!(list.as_array().unwrap().len(), 1);
 }
 
-#[test]
-fn postgres_url_is_a_clear_error_for_now() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(BIN)
-        .args(["--database", "postgres://127.0.0.1/test", "client", "list"])
-        .current_dir(dir.path())
+fn postgres_base_url() -> String {
+    std::env::var("TESSERA_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A fresh PostgreSQL schema for one test, named in the URL (`schema=`; Tessera creates it
+/// on first connect), dropped with everything in it on drop.
+struct PgSchema {
+    name: String,
+}
+
+impl PgSchema {
+    fn new() -> PgSchema {
+        use std::hash::{BuildHasher, Hasher};
+        // Randomly keyed per process and per call: a unique enough name.
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        PgSchema {
+            name: format!("tessera_cli_{}_{random:016x}", std::process::id()),
+        }
+    }
+
+    fn url(&self) -> String {
+        let base = postgres_base_url();
+        let sep = if base.contains('?') { '&' } else { '?' };
+        format!("{base}{sep}schema={}", self.name)
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let sql = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name);
+        let dropped = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                use sqlx::Connection;
+                let mut conn = sqlx::PgConnection::connect(&postgres_base_url()).await?;
+                sqlx::Executor::execute(&mut conn, sqlx::raw_sql(&sql)).await?;
+                conn.close().await
+            });
+        if let Err(e) = dropped {
+            eprintln!("could not drop test schema {}: {e}", self.name);
+        }
+    }
+}
+
+/// Runs `tessera --database <url> args…` in `dir` with no master key in the environment.
+fn run_pg(dir: &Path, url: &str, args: &[&str], envs: &[(&str, &str)]) -> Output {
+    Command::new(BIN)
+        .arg("--database")
+        .arg(url)
+        .args(args)
+        .env_remove("TESSERA_DATABASE_URL")
+        .env_remove("TESSERA_MASTER_KEY")
+        .env_remove("TESSERA_MASTER_KEY_FILE")
+        .envs(envs.iter().copied())
+        .current_dir(dir)
+        .stdin(Stdio::null())
         .output()
-        .unwrap();
+        .expect("run tessera")
+}
+
+#[test]
+fn admin_commands_work_on_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = PgSchema::new();
+    let url = schema.url();
+    let t = ok_json(&run_pg(
+        dir.path(),
+        &url,
+        &["tenant", "create", "acme", "--json"],
+        &[],
+    ));
+    assert_eq!(t["id"], "acme");
+    let c = ok_json(&run_pg(
+        dir.path(),
+        &url,
+        &[
+            "client",
+            "create",
+            "--name",
+            "On Postgres",
+            "--redirect-uri",
+            "https://app.example.com/cb",
+            "--tenant",
+            "acme",
+            "--json",
+        ],
+        &[],
+    ));
+    let id = c["client_id"].as_str().unwrap().to_owned();
+    assert!(c["client_secret"].as_str().unwrap().len() >= 43);
+    let list = ok_json(&run_pg(
+        dir.path(),
+        &url,
+        &["client", "list", "--json"],
+        &[],
+    ));
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["client_id"], id.as_str());
+    assert_eq!(list[0]["name"], "On Postgres");
+    assert_eq!(list[0]["tenant"], "acme");
+    let tenants = ok_json(&run_pg(
+        dir.path(),
+        &url,
+        &["tenant", "list", "--json"],
+        &[],
+    ));
+    let ids: Vec<&str> = tenants
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["acme", "default"]);
+    // Nothing was written next to the working directory: the store is the database.
+    assert!(!dir.path().join("tessera-data").exists());
+
+    // Signing keys need the master key every node shares; it is never generated here.
+    let out = run_pg(dir.path(), &url, &["keys", "list", "--json"], &[]);
+    let err = first_error_line(&out);
+    assert!(
+        err.contains("TESSERA_MASTER_KEY") && err.contains("master_key_file"),
+        "{err}"
+    );
+    assert!(!dir.path().join("tessera-data").exists());
+    let key = [(
+        "TESSERA_MASTER_KEY",
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+    )];
+    let keys = ok_json(&run_pg(dir.path(), &url, &["keys", "list", "--json"], &key));
+    assert!(!keys.as_array().unwrap().is_empty(), "{keys}");
+}
+
+#[test]
+fn unreachable_postgres_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_pg(
+        dir.path(),
+        "postgres://postgres@127.0.0.1:1/test",
+        &["client", "list"],
+        &[],
+    );
     let err = first_error_line(&out);
     assert!(err.contains("PostgreSQL"), "{err}");
 }

@@ -1,0 +1,1031 @@
+//! The PostgreSQL store: many stateless Tessera nodes on one database.
+//!
+//! Every atomic protocol step is one transaction whose decision is a conditional
+//! `UPDATE … WHERE <still unused>`: under READ COMMITTED a second, concurrent update of the
+//! same row waits for the first to commit, re-checks its `WHERE` against the new row
+//! version and matches nothing, so exactly one caller redeems a code or rotates a refresh
+//! token, whichever node it runs on. Nothing is written for a loser: its transaction is
+//! rolled back (or commits only the no-op).
+//!
+//! Migrations run at connect on a dedicated connection holding a session-level
+//! `pg_advisory_lock` (keyed by the `search_path`), so when several nodes start at once one
+//! migrates and the others wait, then find nothing left to do. `tessera_schema_version`
+//! records how many migrations were applied.
+//!
+//! The pool fails fast: when no connection can be had within `acquire_timeout` (the
+//! database is down or saturated) a step fails with [`StoreError::Unavailable`], which the
+//! server answers with 503 / `temporarily_unavailable`.
+
+mod migrations;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection, Executor, Postgres, Row};
+use tessera_core::client::Client;
+use tessera_core::keys::{KeyRetirement, SigningKeyRecord};
+use tessera_core::model::{
+    AccessToken, AuditEvent, AuthorizationCode, Consent, Grant, Hash, Pruned, RefreshToken,
+    Session, Tenant, TokenState, User,
+};
+use tessera_core::{ScopeSet, UnixTime};
+use tessera_store::{Issuance, Store, StoreError, StoreResult, Swap};
+
+/// Pool size when none is configured.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
+/// How long a step waits for a pooled connection before failing as `Unavailable`.
+pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+/// First key of the migration advisory lock ("tess"); the second is the search path's hash.
+const LOCK_CLASS: i32 = 0x7465_7373;
+
+/// Connection settings beyond the URL.
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// Most connections this node keeps open.
+    pub max_connections: u32,
+    /// Longest wait for a connection (including the first one) before failing.
+    pub acquire_timeout: Duration,
+    /// The schema holding Tessera's tables (set as `search_path` on every connection and
+    /// created when missing). `None`: the `schema` parameter of the URL if any, else the
+    /// server's default search path (usually `public`).
+    pub schema: Option<String>,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        PostgresOptions {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
+            schema: None,
+        }
+    }
+}
+
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+fn map_err(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) => {
+            let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+            match code.as_str() {
+                "23505" => StoreError::Conflict(e.to_string()),
+                "23503" => StoreError::NotFound(e.to_string()),
+                // Connection exceptions, insufficient resources, operator intervention
+                // (shutdown, cannot connect now), read-only transaction, lock or
+                // statement timeouts, serialization failures and deadlocks: transient.
+                c if c.starts_with("08")
+                    || c.starts_with("53")
+                    || c.starts_with("57P")
+                    || matches!(c, "25006" | "55P03" | "57014" | "40001" | "40P01") =>
+                {
+                    StoreError::Unavailable(e.to_string())
+                }
+                _ => StoreError::Internal(e.to_string()),
+            }
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
+        _ => StoreError::Internal(e.to_string()),
+    }
+}
+
+/// A schema name is put into SQL text (`SET search_path`, `CREATE SCHEMA`), so only plain
+/// identifiers are accepted.
+fn validate_schema(schema: &str) -> StoreResult<()> {
+    let ok = !schema.is_empty()
+        && schema.len() <= 63
+        && schema
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && !schema.as_bytes()[0].is_ascii_digit();
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Internal(format!(
+            "invalid PostgreSQL schema name {schema:?}: use lowercase letters, digits and _"
+        )))
+    }
+}
+
+/// Removes Tessera's own `schema=NAME` parameter from the URL (the driver does not know
+/// it) and returns it.
+fn split_schema(url: &str) -> (String, Option<String>) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_owned(), None);
+    };
+    let mut schema = None;
+    let rest: Vec<&str> = query
+        .split('&')
+        .filter(|pair| match pair.strip_prefix("schema=") {
+            Some(name) => {
+                schema = Some(name.to_owned());
+                false
+            }
+            None => !pair.is_empty(),
+        })
+        .collect();
+    if rest.is_empty() {
+        (base.to_owned(), schema)
+    } else {
+        (format!("{base}?{}", rest.join("&")), schema)
+    }
+}
+
+async fn migrate(conn: &mut PgConnection, schema: Option<&str>) -> StoreResult<()> {
+    const LOCK_KEY: &str = "hashtext(current_setting('search_path'))";
+    sqlx::query(&format!("SELECT pg_advisory_lock($1, {LOCK_KEY})"))
+        .bind(LOCK_CLASS)
+        .execute(&mut *conn)
+        .await
+        .map_err(map_err)?;
+    let result = migrate_locked(conn, schema).await;
+    // Also released when the connection closes, which the caller does next.
+    let _ = sqlx::query(&format!("SELECT pg_advisory_unlock($1, {LOCK_KEY})"))
+        .bind(LOCK_CLASS)
+        .execute(&mut *conn)
+        .await;
+    result
+}
+
+async fn migrate_locked(conn: &mut PgConnection, schema: Option<&str>) -> StoreResult<()> {
+    if let Some(s) = schema {
+        conn.execute(sqlx::raw_sql(&format!(
+            "CREATE SCHEMA IF NOT EXISTS \"{s}\""
+        )))
+        .await
+        .map_err(map_err)?;
+    }
+    conn.execute(sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS tessera_schema_version (version BIGINT NOT NULL)",
+    ))
+    .await
+    .map_err(map_err)?;
+    let current: Option<i64> =
+        sqlx::query_scalar("SELECT max(version) FROM tessera_schema_version")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(map_err)?;
+    let current = match current {
+        Some(v) => v,
+        None => {
+            sqlx::query("INSERT INTO tessera_schema_version (version) VALUES (0)")
+                .execute(&mut *conn)
+                .await
+                .map_err(map_err)?;
+            0
+        }
+    };
+    let known = migrations::MIGRATIONS.len() as i64;
+    if current > known {
+        return Err(StoreError::Internal(format!(
+            "the store was migrated by a newer Tessera (schema {current}, this build knows {known})"
+        )));
+    }
+    for (i, sql) in migrations::MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(current.max(0) as usize)
+    {
+        let mut tx = conn.begin().await.map_err(map_err)?;
+        tx.execute(sqlx::raw_sql(sql)).await.map_err(map_err)?;
+        sqlx::query("UPDATE tessera_schema_version SET version = $1")
+            .bind(i as i64 + 1)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        tracing::info!(version = i + 1, "applied PostgreSQL migration");
+    }
+    Ok(())
+}
+
+impl PostgresStore {
+    /// Whether `url` names a PostgreSQL database.
+    pub fn is_postgres_url(url: &str) -> bool {
+        url.starts_with("postgres://") || url.starts_with("postgresql://")
+    }
+
+    /// Connects with default [`PostgresOptions`] and applies migrations.
+    pub async fn connect(url: &str) -> StoreResult<PostgresStore> {
+        PostgresStore::connect_with(url, PostgresOptions::default()).await
+    }
+
+    /// Connects (failing within `acquire_timeout` when the database cannot be reached),
+    /// then applies migrations under an advisory lock. The URL may carry `schema=NAME`.
+    pub async fn connect_with(url: &str, options: PostgresOptions) -> StoreResult<PostgresStore> {
+        let (url, url_schema) = split_schema(url);
+        let schema = options.schema.clone().or(url_schema);
+        if let Some(s) = &schema {
+            validate_schema(s)?;
+        }
+        let connect: PgConnectOptions = url
+            .parse()
+            .map_err(|e| StoreError::Internal(format!("invalid PostgreSQL URL: {e}")))?;
+        let set_path = schema
+            .as_ref()
+            .map(|s| format!("SET search_path TO \"{s}\""));
+        let mut pool_options = PgPoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .acquire_timeout(options.acquire_timeout);
+        if let Some(sql) = set_path.clone() {
+            // A plain SET rather than a startup `options` parameter: poolers such as
+            // PgBouncer reject the latter.
+            pool_options = pool_options.after_connect(move |conn, _meta| {
+                let sql = sql.clone();
+                Box::pin(async move {
+                    conn.execute(sqlx::raw_sql(&sql)).await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = pool_options
+            .connect_with(connect.clone())
+            .await
+            .map_err(map_err)?;
+
+        // A connection of its own, so that the session lock dies with it whatever happens.
+        let mut conn = tokio::time::timeout(
+            options.acquire_timeout,
+            PgConnection::connect_with(&connect),
+        )
+        .await
+        .map_err(|_| StoreError::Unavailable("timed out connecting to PostgreSQL".into()))?
+        .map_err(map_err)?;
+        if let Some(sql) = &set_path {
+            conn.execute(sqlx::raw_sql(sql)).await.map_err(map_err)?;
+        }
+        let migrated = migrate(&mut conn, schema.as_deref()).await;
+        let _ = conn.close().await;
+        migrated?;
+        Ok(PostgresStore { pool })
+    }
+
+    /// The connection pool (for readiness details and tests).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Closes every connection; later steps fail as `Unavailable`.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn begin(&self) -> StoreResult<sqlx::Transaction<'static, Postgres>> {
+        self.pool.begin().await.map_err(map_err)
+    }
+}
+
+fn get<'r, T>(row: &'r PgRow, col: &str) -> StoreResult<T>
+where
+    T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
+{
+    row.try_get(col).map_err(map_err)
+}
+
+fn to_hash(bytes: &[u8]) -> StoreResult<Hash> {
+    <[u8; 32]>::try_from(bytes).map_err(|_| StoreError::Internal("hash is not 32 bytes".into()))
+}
+
+fn hash_of(row: &PgRow, col: &str) -> StoreResult<Hash> {
+    let bytes: Vec<u8> = get(row, col)?;
+    to_hash(&bytes)
+}
+
+fn opt_hash_of(row: &PgRow, col: &str) -> StoreResult<Option<Hash>> {
+    let bytes: Option<Vec<u8>> = get(row, col)?;
+    bytes.map(|b| to_hash(&b)).transpose()
+}
+
+fn scope_of(row: &PgRow, col: &str) -> StoreResult<ScopeSet> {
+    let s: String = get(row, col)?;
+    ScopeSet::parse(&s).map_err(|e| StoreError::Internal(format!("stored scope: {e}")))
+}
+
+fn audiences_of(row: &PgRow, col: &str) -> StoreResult<Vec<String>> {
+    let s: String = get(row, col)?;
+    serde_json::from_str(&s).map_err(|e| StoreError::Internal(format!("stored audiences: {e}")))
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> StoreResult<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Internal(e.to_string()))
+}
+
+fn user_from(row: &PgRow) -> StoreResult<User> {
+    Ok(User {
+        id: get(row, "id")?,
+        tenant: get(row, "tenant")?,
+        username: get(row, "username")?,
+        email: get(row, "email")?,
+        name: get(row, "name")?,
+        password_hash: get(row, "password_hash")?,
+        created_at: get(row, "created_at")?,
+    })
+}
+
+fn client_from(row: &PgRow) -> StoreResult<Client> {
+    let settings: String = get(row, "settings")?;
+    let mut client: Client = serde_json::from_str(&settings)
+        .map_err(|e| StoreError::Internal(format!("stored client settings: {e}")))?;
+    client.secret_hash = opt_hash_of(row, "secret_hash")?;
+    Ok(client)
+}
+
+fn grant_from(row: &PgRow) -> StoreResult<Grant> {
+    Ok(Grant {
+        id: get(row, "grant_id")?,
+        client_id: get(row, "client_id")?,
+        user_id: get(row, "user_id")?,
+        tenant: get(row, "tenant")?,
+        scope: scope_of(row, "scope")?,
+        audiences: audiences_of(row, "audiences")?,
+        auth_time: get(row, "auth_time")?,
+        sid: get(row, "sid")?,
+        created_at: get(row, "created_at")?,
+    })
+}
+
+fn tenant_from(row: &PgRow) -> StoreResult<Tenant> {
+    Ok(Tenant {
+        id: get(row, "id")?,
+        created_at: get(row, "created_at")?,
+    })
+}
+
+fn key_from(row: &PgRow) -> StoreResult<SigningKeyRecord> {
+    Ok(SigningKeyRecord {
+        kid: get(row, "kid")?,
+        alg: get(row, "alg")?,
+        sealed: get(row, "sealed")?,
+        created_at: get(row, "created_at")?,
+        activates_at: get(row, "activates_at")?,
+        retires_at: get(row, "retires_at")?,
+        publish_until: get(row, "publish_until")?,
+    })
+}
+
+fn audit_from(row: &PgRow) -> StoreResult<AuditEvent> {
+    Ok(AuditEvent {
+        at: get(row, "at")?,
+        kind: get(row, "kind")?,
+        tenant: get(row, "tenant")?,
+        actor: get(row, "actor")?,
+        client_id: get(row, "client_id")?,
+        ip: get(row, "ip")?,
+        request_id: get(row, "request_id")?,
+        detail: get(row, "detail")?,
+    })
+}
+
+/// One bounded `DELETE` of the janitor: `$1` is the cutoff time, `$2` the batch size.
+async fn prune(conn: &mut PgConnection, cutoff: i64, batch: i64, sql: &str) -> StoreResult<u64> {
+    sqlx::query(sql)
+        .bind(cutoff)
+        .bind(batch)
+        .execute(&mut *conn)
+        .await
+        .map(|r| r.rows_affected())
+        .map_err(map_err)
+}
+
+async fn insert_issuance(conn: &mut PgConnection, iss: &Issuance) -> StoreResult<()> {
+    if let Some(g) = &iss.new_grant {
+        sqlx::query(
+            "INSERT INTO grants (id, client_id, user_id, tenant, scope, audiences, auth_time, created_at, sid)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&g.id)
+        .bind(&g.client_id)
+        .bind(&g.user_id)
+        .bind(&g.tenant)
+        .bind(g.scope.to_string())
+        .bind(to_json(&g.audiences)?)
+        .bind(g.auth_time)
+        .bind(g.created_at)
+        .bind(&g.sid)
+        .execute(&mut *conn)
+        .await
+        .map_err(map_err)?;
+    }
+    let a = &iss.access;
+    sqlx::query(
+        "INSERT INTO access_tokens (hash, grant_id, client_id, user_id, tenant, scope, audiences, issued_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(a.hash.as_slice())
+    .bind(&a.grant_id)
+    .bind(&a.client_id)
+    .bind(&a.user_id)
+    .bind(&a.tenant)
+    .bind(a.scope.to_string())
+    .bind(to_json(&a.audiences)?)
+    .bind(a.issued_at)
+    .bind(a.expires_at)
+    .execute(&mut *conn)
+    .await
+    .map_err(map_err)?;
+    if let Some(r) = &iss.refresh {
+        sqlx::query(
+            "INSERT INTO refresh_tokens (hash, grant_id, access_token_hash, issued_at, expires_at, state)
+             VALUES ($1, $2, $3, $4, $5, 'active')",
+        )
+        .bind(r.hash.as_slice())
+        .bind(&r.grant.id)
+        .bind(r.access_token_hash.as_ref().map(|h| h.as_slice()))
+        .bind(r.issued_at)
+        .bind(r.expires_at)
+        .execute(&mut *conn)
+        .await
+        .map_err(map_err)?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn ping(&self) -> StoreResult<()> {
+        self.pool
+            .execute(sqlx::raw_sql("SELECT 1"))
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn create_tenant(&self, tenant: &Tenant) -> StoreResult<()> {
+        sqlx::query("INSERT INTO tenants (id, created_at) VALUES ($1, $2)")
+            .bind(&tenant.id)
+            .bind(tenant.created_at)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| match map_err(e) {
+                StoreError::Conflict(_) => StoreError::Conflict(format!("tenant {:?}", tenant.id)),
+                other => other,
+            })?;
+        Ok(())
+    }
+
+    async fn get_tenant(&self, id: &str) -> StoreResult<Option<Tenant>> {
+        sqlx::query("SELECT id, created_at FROM tenants WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?
+            .as_ref()
+            .map(tenant_from)
+            .transpose()
+    }
+
+    async fn list_tenants(&self) -> StoreResult<Vec<Tenant>> {
+        sqlx::query("SELECT id, created_at FROM tenants ORDER BY id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?
+            .iter()
+            .map(tenant_from)
+            .collect()
+    }
+
+    async fn create_user(&self, user: &User) -> StoreResult<()> {
+        let u = user;
+        sqlx::query(
+            "INSERT INTO users (id, tenant, username, email, name, password_hash, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&u.id)
+        .bind(&u.tenant)
+        .bind(&u.username)
+        .bind(&u.email)
+        .bind(&u.name)
+        .bind(&u.password_hash)
+        .bind(u.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| match map_err(e) {
+            // The only foreign key of `users` is its tenant.
+            StoreError::NotFound(_) => StoreError::NotFound(format!("tenant {:?}", u.tenant)),
+            StoreError::Conflict(_) => {
+                StoreError::Conflict(format!("user {:?} in tenant {:?}", u.username, u.tenant))
+            }
+            other => other,
+        })?;
+        Ok(())
+    }
+
+    async fn get_user(&self, id: &str) -> StoreResult<Option<User>> {
+        sqlx::query("SELECT * FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?
+            .as_ref()
+            .map(user_from)
+            .transpose()
+    }
+
+    async fn find_user(&self, tenant: &str, username: &str) -> StoreResult<Option<User>> {
+        sqlx::query("SELECT * FROM users WHERE tenant = $1 AND username = $2")
+            .bind(tenant)
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?
+            .as_ref()
+            .map(user_from)
+            .transpose()
+    }
+
+    async fn create_client(&self, client: &Client) -> StoreResult<()> {
+        let settings = to_json(client)?;
+        sqlx::query(
+            "INSERT INTO clients (id, secret_hash, settings, owner, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&client.id)
+        .bind(client.secret_hash.as_ref().map(|h| h.as_slice()))
+        .bind(settings)
+        .bind(&client.owner)
+        .bind(client.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| match map_err(e) {
+            StoreError::Conflict(_) => StoreError::Conflict(format!("client {:?}", client.id)),
+            other => other,
+        })?;
+        Ok(())
+    }
+
+    async fn get_client(&self, id: &str) -> StoreResult<Option<Client>> {
+        sqlx::query("SELECT secret_hash, settings FROM clients WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?
+            .as_ref()
+            .map(client_from)
+            .transpose()
+    }
+
+    async fn list_clients(&self) -> StoreResult<Vec<Client>> {
+        sqlx::query("SELECT secret_hash, settings FROM clients ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?
+            .iter()
+            .map(client_from)
+            .collect()
+    }
+
+    async fn delete_client(&self, id: &str) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        for sql in [
+            "DELETE FROM access_tokens WHERE grant_id IN (SELECT id FROM grants WHERE client_id = $1)",
+            "DELETE FROM access_tokens WHERE client_id = $1",
+            "DELETE FROM refresh_tokens WHERE grant_id IN (SELECT id FROM grants WHERE client_id = $1)",
+            "DELETE FROM grants WHERE client_id = $1",
+            "DELETE FROM auth_codes WHERE client_id = $1",
+            "DELETE FROM consents WHERE client_id = $1",
+        ] {
+            sqlx::query(sql)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
+        let n = sqlx::query("DELETE FROM clients WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?
+            .rows_affected();
+        tx.commit().await.map_err(map_err)?;
+        Ok(n > 0)
+    }
+
+    async fn set_client_secret(&self, id: &str, secret_hash: &Hash) -> StoreResult<bool> {
+        let n = sqlx::query("UPDATE clients SET secret_hash = $1 WHERE id = $2")
+            .bind(secret_hash.as_slice())
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?
+            .rows_affected();
+        Ok(n > 0)
+    }
+
+    async fn create_session(&self, session: &Session) -> StoreResult<()> {
+        let s = session;
+        sqlx::query(
+            "INSERT INTO sessions (hash, user_id, tenant, auth_time, expires_at, sid) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(s.hash.as_slice())
+        .bind(&s.user_id)
+        .bind(&s.tenant)
+        .bind(s.auth_time)
+        .bind(s.expires_at)
+        .bind(&s.sid)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn get_session(&self, hash: &Hash) -> StoreResult<Option<Session>> {
+        let row = sqlx::query("SELECT * FROM sessions WHERE hash = $1")
+            .bind(hash.as_slice())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        row.map(|r| {
+            Ok(Session {
+                hash: hash_of(&r, "hash")?,
+                sid: get(&r, "sid")?,
+                user_id: get(&r, "user_id")?,
+                tenant: get(&r, "tenant")?,
+                auth_time: get(&r, "auth_time")?,
+                expires_at: get(&r, "expires_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn delete_session(&self, hash: &Hash) -> StoreResult<()> {
+        sqlx::query("DELETE FROM sessions WHERE hash = $1")
+            .bind(hash.as_slice())
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn get_consent(&self, user_id: &str, client_id: &str) -> StoreResult<Option<Consent>> {
+        let row = sqlx::query("SELECT * FROM consents WHERE user_id = $1 AND client_id = $2")
+            .bind(user_id)
+            .bind(client_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        row.map(|r| {
+            Ok(Consent {
+                user_id: get(&r, "user_id")?,
+                client_id: get(&r, "client_id")?,
+                scope: scope_of(&r, "scope")?,
+                granted_at: get(&r, "granted_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn save_consent(&self, consent: &Consent) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO consents (user_id, client_id, scope, granted_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (user_id, client_id)
+             DO UPDATE SET scope = excluded.scope, granted_at = excluded.granted_at",
+        )
+        .bind(&consent.user_id)
+        .bind(&consent.client_id)
+        .bind(consent.scope.to_string())
+        .bind(consent.granted_at)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn insert_code(&self, code: &AuthorizationCode) -> StoreResult<()> {
+        let (k, g) = (code, &code.grant);
+        sqlx::query(
+            "INSERT INTO auth_codes (hash, grant_id, client_id, user_id, tenant, scope, audiences, auth_time, created_at,
+                                     redirect_uri, redirect_uri_sent, nonce, code_challenge, expires_at, sid)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+        )
+        .bind(k.hash.as_slice())
+        .bind(&g.id)
+        .bind(&g.client_id)
+        .bind(&g.user_id)
+        .bind(&g.tenant)
+        .bind(g.scope.to_string())
+        .bind(to_json(&g.audiences)?)
+        .bind(g.auth_time)
+        .bind(g.created_at)
+        .bind(&k.redirect_uri)
+        .bind(k.redirect_uri_sent)
+        .bind(&k.nonce)
+        .bind(&k.code_challenge)
+        .bind(k.expires_at)
+        .bind(&g.sid)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn get_code(&self, hash: &Hash) -> StoreResult<Option<AuthorizationCode>> {
+        let row = sqlx::query("SELECT * FROM auth_codes WHERE hash = $1")
+            .bind(hash.as_slice())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        row.map(|r| {
+            let used_at: Option<i64> = get(&r, "used_at")?;
+            Ok(AuthorizationCode {
+                hash: hash_of(&r, "hash")?,
+                grant: grant_from(&r)?,
+                redirect_uri: get(&r, "redirect_uri")?,
+                redirect_uri_sent: get(&r, "redirect_uri_sent")?,
+                nonce: get(&r, "nonce")?,
+                code_challenge: get(&r, "code_challenge")?,
+                expires_at: get(&r, "expires_at")?,
+                used: used_at.is_some(),
+            })
+        })
+        .transpose()
+    }
+
+    async fn redeem_code(
+        &self,
+        code_hash: &Hash,
+        issuance: &Issuance,
+        now: UnixTime,
+    ) -> StoreResult<Swap> {
+        let mut tx = self.begin().await?;
+        let n =
+            sqlx::query("UPDATE auth_codes SET used_at = $1 WHERE hash = $2 AND used_at IS NULL")
+                .bind(now)
+                .bind(code_hash.as_slice())
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?
+                .rows_affected();
+        if n == 0 {
+            // Dropping the transaction rolls back; nothing was written anyway.
+            return Ok(Swap::AlreadyUsed);
+        }
+        insert_issuance(&mut tx, issuance).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(Swap::Done)
+    }
+
+    async fn issue(&self, issuance: &Issuance) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        insert_issuance(&mut tx, issuance).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn get_access_token(&self, hash: &Hash) -> StoreResult<Option<AccessToken>> {
+        let row = sqlx::query(
+            "SELECT a.*, (a.revoked_at IS NOT NULL OR g.revoked_at IS NOT NULL) AS revoked
+             FROM access_tokens a LEFT JOIN grants g ON g.id = a.grant_id WHERE a.hash = $1",
+        )
+        .bind(hash.as_slice())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        row.map(|r| {
+            Ok(AccessToken {
+                hash: hash_of(&r, "hash")?,
+                grant_id: get(&r, "grant_id")?,
+                client_id: get(&r, "client_id")?,
+                user_id: get(&r, "user_id")?,
+                tenant: get(&r, "tenant")?,
+                scope: scope_of(&r, "scope")?,
+                audiences: audiences_of(&r, "audiences")?,
+                issued_at: get(&r, "issued_at")?,
+                expires_at: get(&r, "expires_at")?,
+                revoked: get(&r, "revoked")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn get_refresh_token(&self, hash: &Hash) -> StoreResult<Option<RefreshToken>> {
+        let row = sqlx::query(
+            "SELECT r.hash, r.access_token_hash, r.issued_at, r.expires_at, r.state,
+                    g.id AS grant_id, g.client_id, g.user_id, g.tenant, g.scope, g.audiences,
+                    g.auth_time, g.created_at, g.sid, (g.revoked_at IS NOT NULL) AS grant_revoked
+             FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id WHERE r.hash = $1",
+        )
+        .bind(hash.as_slice())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        row.map(|r| {
+            let state: String = get(&r, "state")?;
+            Ok(RefreshToken {
+                hash: hash_of(&r, "hash")?,
+                grant: grant_from(&r)?,
+                access_token_hash: opt_hash_of(&r, "access_token_hash")?,
+                issued_at: get(&r, "issued_at")?,
+                expires_at: get(&r, "expires_at")?,
+                state: TokenState::parse(&state).unwrap_or(TokenState::Revoked),
+                grant_revoked: get(&r, "grant_revoked")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        old: &Hash,
+        issuance: &Issuance,
+        now: UnixTime,
+    ) -> StoreResult<Swap> {
+        let mut tx = self.begin().await?;
+        // A concurrent rotation of the same row waits here for the winner's commit, then
+        // re-checks `state = 'active'` and matches nothing.
+        let rotated = sqlx::query(
+            "UPDATE refresh_tokens SET state = 'rotated'
+             WHERE hash = $1 AND state = 'active'
+               AND grant_id IN (SELECT id FROM grants WHERE revoked_at IS NULL)
+             RETURNING access_token_hash",
+        )
+        .bind(old.as_slice())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        let Some(row) = rotated else {
+            return Ok(Swap::AlreadyUsed);
+        };
+        if let Some(access) = opt_hash_of(&row, "access_token_hash")? {
+            sqlx::query(
+                "UPDATE access_tokens SET revoked_at = $1 WHERE hash = $2 AND revoked_at IS NULL",
+            )
+            .bind(now)
+            .bind(access.as_slice())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        }
+        insert_issuance(&mut tx, issuance).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(Swap::Done)
+    }
+
+    async fn revoke_grant(&self, grant_id: &str, now: UnixTime) -> StoreResult<()> {
+        sqlx::query("UPDATE grants SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(now)
+            .bind(grant_id)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn revoke_access_token(&self, hash: &Hash, now: UnixTime) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE access_tokens SET revoked_at = $1 WHERE hash = $2 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(hash.as_slice())
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn append_audit(&self, events: &[AuditEvent]) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        for e in events {
+            sqlx::query(
+                "INSERT INTO audit_events (at, kind, tenant, actor, client_id, ip, request_id, detail)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(e.at)
+            .bind(&e.kind)
+            .bind(&e.tenant)
+            .bind(&e.actor)
+            .bind(&e.client_id)
+            .bind(&e.ip)
+            .bind(&e.request_id)
+            .bind(&e.detail)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn list_audit(&self, since: UnixTime, limit: u32) -> StoreResult<Vec<AuditEvent>> {
+        sqlx::query("SELECT * FROM audit_events WHERE at >= $1 ORDER BY id LIMIT $2")
+            .bind(since)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?
+            .iter()
+            .map(audit_from)
+            .collect()
+    }
+
+    async fn prune_expired(&self, now: UnixTime, grace: i64, batch: u32) -> StoreResult<Pruned> {
+        let cutoff = now - grace.max(0);
+        let batch = i64::from(batch);
+        let mut tx = self.begin().await?;
+        // Rotated refresh tokens stay until they expire: they are what detects reuse.
+        let pruned = Pruned {
+            codes: prune(&mut tx, cutoff, batch, "DELETE FROM auth_codes WHERE hash IN
+                        (SELECT hash FROM auth_codes WHERE expires_at < $1 LIMIT $2)")
+            .await?,
+            access_tokens: prune(&mut tx, cutoff, batch, "DELETE FROM access_tokens WHERE hash IN
+                        (SELECT a.hash FROM access_tokens a LEFT JOIN grants g ON g.id = a.grant_id
+                         WHERE a.expires_at < $1 OR a.revoked_at < $1 OR g.revoked_at < $1 LIMIT $2)")
+            .await?,
+            refresh_tokens: prune(&mut tx, cutoff, batch, "DELETE FROM refresh_tokens WHERE hash IN
+                        (SELECT r.hash FROM refresh_tokens r LEFT JOIN grants g ON g.id = r.grant_id
+                         WHERE r.expires_at < $1 OR g.revoked_at < $1 LIMIT $2)")
+            .await?,
+            grants: prune(&mut tx, cutoff, batch, "DELETE FROM grants WHERE id IN
+                        (SELECT g.id FROM grants g WHERE g.created_at < $1
+                         AND NOT EXISTS (SELECT 1 FROM access_tokens a WHERE a.grant_id = g.id)
+                         AND NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.grant_id = g.id)
+                         LIMIT $2)")
+            .await?,
+            sessions: prune(&mut tx, cutoff, batch, "DELETE FROM sessions WHERE hash IN
+                        (SELECT hash FROM sessions WHERE expires_at < $1 LIMIT $2)")
+            .await?,
+        };
+        tx.commit().await.map_err(map_err)?;
+        Ok(pruned)
+    }
+
+    async fn list_signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>> {
+        sqlx::query("SELECT * FROM signing_keys ORDER BY activates_at, created_at")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?
+            .iter()
+            .map(key_from)
+            .collect()
+    }
+
+    async fn save_signing_keys(
+        &self,
+        new: &[SigningKeyRecord],
+        retire: &[KeyRetirement],
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        for k in new {
+            sqlx::query(
+                "INSERT INTO signing_keys (kid, alg, sealed, created_at, activates_at, retires_at, publish_until)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&k.kid)
+            .bind(&k.alg)
+            .bind(&k.sealed)
+            .bind(k.created_at)
+            .bind(k.activates_at)
+            .bind(k.retires_at)
+            .bind(k.publish_until)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        }
+        for r in retire {
+            sqlx::query(
+                "UPDATE signing_keys SET retires_at = $1, publish_until = $2 WHERE kid = $3",
+            )
+            .bind(r.retires_at)
+            .bind(r.publish_until)
+            .bind(&r.kid)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_parameter_is_taken_out_of_the_url() {
+        assert_eq!(
+            split_schema("postgres://u@h/db?schema=t1&sslmode=disable"),
+            (
+                "postgres://u@h/db?sslmode=disable".to_owned(),
+                Some("t1".to_owned())
+            )
+        );
+        assert_eq!(
+            split_schema("postgres://u@h/db?schema=t1"),
+            ("postgres://u@h/db".to_owned(), Some("t1".to_owned()))
+        );
+        assert_eq!(
+            split_schema("postgres://u@h/db"),
+            ("postgres://u@h/db".to_owned(), None)
+        );
+    }
+
+    #[test]
+    fn only_plain_schema_names_are_accepted() {
+        assert!(validate_schema("tessera_test_1").is_ok());
+        for bad in ["", "1abc", "Tessera", "a\"b", "a;drop", "a b"] {
+            assert!(validate_schema(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! Schema migrations, applied in order at connect under an advisory lock;
+//! `tessera_schema_version` records how many have been applied.
+//!
+//! The tables are those of the SQLite store (`tessera-store-sqlite/src/migrations.rs`)
+//! in PostgreSQL types: BYTEA for hashes, BIGINT for Unix times, BOOLEAN for flags.
+
+/// Each entry is one migration, run in one transaction with the version bump; never edit
+/// a released one, append a new one.
+pub const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE tenants (
+    id TEXT PRIMARY KEY,
+    created_at BIGINT NOT NULL
+);
+INSERT INTO tenants (id, created_at) VALUES ('default', EXTRACT(EPOCH FROM now())::BIGINT);
+
+CREATE TABLE users (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL REFERENCES tenants(id),
+    username TEXT NOT NULL,
+    email TEXT,
+    name TEXT,
+    password_hash TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    UNIQUE (tenant, username)
+);
+
+-- Settings as JSON text: they are read whole and never queried by field.
+CREATE TABLE clients (
+    id TEXT PRIMARY KEY,
+    secret_hash BYTEA,
+    settings TEXT NOT NULL,
+    owner TEXT,
+    created_at BIGINT NOT NULL
+);
+
+CREATE TABLE sessions (
+    hash BYTEA PRIMARY KEY,
+    sid TEXT NOT NULL DEFAULT '',
+    user_id TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    auth_time BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+CREATE INDEX sessions_expiry ON sessions (expires_at);
+
+CREATE TABLE consents (
+    user_id TEXT NOT NULL,
+    client_id TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    granted_at BIGINT NOT NULL,
+    PRIMARY KEY (user_id, client_id)
+);
+CREATE INDEX consents_client ON consents (client_id);
+
+CREATE TABLE grants (
+    id TEXT PRIMARY KEY,
+    client_id TEXT NOT NULL,
+    user_id TEXT,
+    tenant TEXT,
+    scope TEXT NOT NULL,
+    audiences TEXT NOT NULL,
+    auth_time BIGINT,
+    sid TEXT,
+    created_at BIGINT NOT NULL,
+    revoked_at BIGINT
+);
+CREATE INDEX grants_client ON grants (client_id);
+
+CREATE TABLE auth_codes (
+    hash BYTEA PRIMARY KEY,
+    grant_id TEXT NOT NULL,
+    client_id TEXT NOT NULL,
+    user_id TEXT,
+    tenant TEXT,
+    scope TEXT NOT NULL,
+    audiences TEXT NOT NULL,
+    auth_time BIGINT,
+    sid TEXT,
+    created_at BIGINT NOT NULL,
+    redirect_uri TEXT NOT NULL,
+    redirect_uri_sent BOOLEAN NOT NULL,
+    nonce TEXT,
+    code_challenge TEXT,
+    expires_at BIGINT NOT NULL,
+    used_at BIGINT
+);
+CREATE INDEX auth_codes_client ON auth_codes (client_id);
+CREATE INDEX auth_codes_expiry ON auth_codes (expires_at);
+
+CREATE TABLE access_tokens (
+    hash BYTEA PRIMARY KEY,
+    grant_id TEXT NOT NULL,
+    client_id TEXT NOT NULL,
+    user_id TEXT,
+    tenant TEXT,
+    scope TEXT NOT NULL,
+    audiences TEXT NOT NULL,
+    issued_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    revoked_at BIGINT
+);
+CREATE INDEX access_tokens_grant ON access_tokens (grant_id);
+CREATE INDEX access_tokens_expiry ON access_tokens (expires_at);
+
+CREATE TABLE refresh_tokens (
+    hash BYTEA PRIMARY KEY,
+    grant_id TEXT NOT NULL,
+    access_token_hash BYTEA,
+    issued_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    state TEXT NOT NULL
+);
+CREATE INDEX refresh_tokens_grant ON refresh_tokens (grant_id);
+CREATE INDEX refresh_tokens_expiry ON refresh_tokens (expires_at);
+
+CREATE TABLE signing_keys (
+    kid TEXT PRIMARY KEY,
+    alg TEXT NOT NULL,
+    sealed BYTEA NOT NULL,
+    created_at BIGINT NOT NULL,
+    activates_at BIGINT NOT NULL,
+    retires_at BIGINT,
+    publish_until BIGINT
+);
+
+CREATE TABLE audit_events (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    tenant TEXT,
+    actor TEXT,
+    client_id TEXT,
+    ip TEXT,
+    request_id TEXT,
+    detail TEXT
+);
+CREATE INDEX audit_events_at ON audit_events (at);
+"#];
