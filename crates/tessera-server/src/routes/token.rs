@@ -108,17 +108,14 @@ async fn authorization_code(
         )
     };
     if record.used {
-        state.store().revoke_grant(&record.grant.id, now).await?;
-        revoked_event(
+        revoke_presented_twice(
             state,
             origin,
             client,
             &record.grant,
             "code.replay_grant_revoked",
         )
-        .await;
-        tracing::warn!(client_id = %client.id, grant_id = %record.grant.id, "authorization code replay: grant revoked");
-        crate::metrics::event("code_replay", "authorization_code");
+        .await?;
         return Err(replayed().into());
     }
     let with_refresh = client.issues_refresh_token(&record.grant.scope);
@@ -147,16 +144,14 @@ async fn authorization_code(
     {
         Swap::Done => Ok(minted),
         Swap::AlreadyUsed => {
-            state.store().revoke_grant(&record.grant.id, now).await?;
-            revoked_event(
+            revoke_presented_twice(
                 state,
                 origin,
                 client,
                 &record.grant,
                 "code.replay_grant_revoked",
             )
-            .await;
-            tracing::warn!(client_id = %client.id, grant_id = %record.grant.id, "concurrent code redemption: grant revoked");
+            .await?;
             Err(replayed().into())
         }
     }
@@ -182,17 +177,14 @@ async fn refresh(
         OAuthError::invalid_grant("refresh token was already used; the authorization is revoked")
     };
     if record.check_use(&client.id, now)? == RefreshUse::Reuse {
-        state.store().revoke_grant(&record.grant.id, now).await?;
-        revoked_event(
+        revoke_presented_twice(
             state,
             origin,
             client,
             &record.grant,
             "refresh.reuse_family_revoked",
         )
-        .await;
-        tracing::warn!(client_id = %client.id, grant_id = %record.grant.id, "refresh token reuse: family revoked");
-        crate::metrics::event("refresh_reuse", "refresh_token");
+        .await?;
         return Err(reused().into());
     }
     let scope = refreshed_scope(&record.grant.scope, requested_scope)?;
@@ -207,16 +199,14 @@ async fn refresh(
     {
         Swap::Done => Ok(minted),
         Swap::AlreadyUsed => {
-            state.store().revoke_grant(&record.grant.id, now).await?;
-            revoked_event(
+            revoke_presented_twice(
                 state,
                 origin,
                 client,
                 &record.grant,
                 "refresh.reuse_family_revoked",
             )
-            .await;
-            tracing::warn!(client_id = %client.id, grant_id = %record.grant.id, "concurrent refresh: family revoked");
+            .await?;
             Err(reused().into())
         }
     }
@@ -315,14 +305,19 @@ async fn openid_token(
     Ok(Some(token))
 }
 
-/// Audits a grant revoked because a code or refresh token came back.
-async fn revoked_event(
+/// A code or refresh token came back a second time (a replay, reuse, or the loser of a
+/// race): revoke everything its grant issued, and say so in the audit trail, the log and
+/// the metrics.
+async fn revoke_presented_twice(
     state: &AppState,
     origin: &Origin,
     client: &Client,
     grant: &Grant,
-    kind: &str,
-) {
+    kind: &'static str,
+) -> Result<(), ApiError> {
+    state.store().revoke_grant(&grant.id, state.now()).await?;
+    tracing::warn!(client_id = %client.id, grant_id = %grant.id, kind, "credential presented twice: grant revoked");
+    crate::metrics::event("presented_twice", kind);
     let subject = Subject {
         tenant: grant.tenant.as_deref(),
         actor: Some(&client.id),
@@ -330,4 +325,5 @@ async fn revoked_event(
         detail: Some(format!("grant_id={}", grant.id)),
     };
     record(state, origin, kind, subject).await;
+    Ok(())
 }
