@@ -839,7 +839,8 @@ impl Store for PostgresStore {
         let rotated = sqlx::query(
             "UPDATE refresh_tokens SET state = 'rotated'
              WHERE hash = $1 AND state = 'active'
-               AND grant_id IN (SELECT id FROM grants WHERE revoked_at IS NULL)
+               AND NOT EXISTS (SELECT 1 FROM grants g
+                               WHERE g.id = refresh_tokens.grant_id AND g.revoked_at IS NOT NULL)
              RETURNING access_token_hash",
         )
         .bind(old.as_slice())

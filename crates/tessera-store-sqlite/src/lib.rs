@@ -847,8 +847,11 @@ impl Store for SqliteStore {
         self.write(move |c| {
             let n = c
                 .prepare_cached(
+                    // Correlated on the grant's primary key: an `IN (SELECT … WHERE revoked_at
+                    // IS NULL)` list would scan every grant on every refresh.
                     "UPDATE refresh_tokens SET state = 'rotated' WHERE hash = ?1 AND state = 'active'
-                     AND grant_id IN (SELECT id FROM grants WHERE revoked_at IS NULL)",
+                     AND NOT EXISTS (SELECT 1 FROM grants g
+                                     WHERE g.id = refresh_tokens.grant_id AND g.revoked_at IS NOT NULL)",
                 )
                 .and_then(|mut s| s.execute([h.as_slice()]))
                 .map_err(map_err)?;
