@@ -983,3 +983,33 @@ async fn token_responses_carry_cache_control_no_store() {
     assert_eq!(resp.status(), StatusCode::OK);
     assert_no_store("alias /token", resp.headers());
 }
+
+// RFC 9700 §4.14.2 / RFC 6749 §6: a confidential client's refresh token presented without
+// its client authentication is refused, and the stranger cannot kill the family.
+#[tokio::test]
+async fn unauthenticated_refresh_is_refused_and_keeps_the_family() {
+    let server = server_with_user().await;
+    let a = confidential(&server, "Client A").await;
+    let code = code_for(&server, &a, &[]).await;
+    let (status, _, tokens) = redeem(&server, &a, &code, &[]).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    let refresh_token = text(&tokens, "refresh_token");
+    for basic in [None, Some((a.id.as_str(), "guessed-secret"))] {
+        let mut form = vec![
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token.as_str()),
+        ];
+        if basic.is_none() {
+            form.push(("client_id", a.id.as_str()));
+        }
+        let (status, _, body) = server.post_form("/oauth2/token", &form, basic).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        assert_eq!(body["error"], "invalid_client");
+    }
+    assert_eq!(
+        server.introspect(&a, &text(&tokens, "access_token")).await["active"],
+        true
+    );
+    let (status, body) = refresh(&server, &a, &refresh_token).await;
+    assert_eq!(status, StatusCode::OK, "the family survived: {body}");
+}
