@@ -318,6 +318,13 @@ fn to_json<T: serde::Serialize>(v: &T) -> StoreResult<String> {
     serde_json::to_string(v).map_err(|e| StoreError::Internal(e.to_string()))
 }
 
+fn tenant_from(row: &Row) -> rusqlite::Result<Tenant> {
+    Ok(Tenant {
+        id: row.get("id")?,
+        created_at: row.get("created_at")?,
+    })
+}
+
 fn user_from(row: &Row) -> rusqlite::Result<User> {
     Ok(User {
         id: row.get("id")?,
@@ -443,15 +450,7 @@ impl Store for SqliteStore {
         let id = id.to_owned();
         self.read(move |c| {
             c.prepare_cached("SELECT id, created_at FROM tenants WHERE id = ?1")
-                .and_then(|mut s| {
-                    s.query_row([id], |r| {
-                        Ok(Tenant {
-                            id: r.get(0)?,
-                            created_at: r.get(1)?,
-                        })
-                    })
-                    .optional()
-                })
+                .and_then(|mut s| s.query_row([id], tenant_from).optional())
                 .map_err(map_err)
         })
         .await
@@ -462,14 +461,7 @@ impl Store for SqliteStore {
             let mut s = c
                 .prepare_cached("SELECT id, created_at FROM tenants ORDER BY id")
                 .map_err(map_err)?;
-            let rows = s
-                .query_map([], |r| {
-                    Ok(Tenant {
-                        id: r.get(0)?,
-                        created_at: r.get(1)?,
-                    })
-                })
-                .map_err(map_err)?;
+            let rows = s.query_map([], tenant_from).map_err(map_err)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(map_err)
         })
         .await
