@@ -31,6 +31,8 @@ pub struct ServeConfig {
     pub max_body_bytes: usize,
     pub password_concurrency: usize,
     pub key_rotation_interval: i64,
+    pub refresh_retry_window: i64,
+    pub key_reload_interval: u64,
     /// `[rate_limits]` table in the file (see README).
     pub rate_limits: tessera_server::limits::RateLimitSettings,
 }
@@ -51,6 +53,8 @@ impl Default for ServeConfig {
             max_body_bytes: s.max_body_bytes,
             password_concurrency: s.password_concurrency,
             key_rotation_interval: s.key_rotation_interval,
+            refresh_retry_window: s.refresh_retry_window,
+            key_reload_interval: s.key_reload_interval,
             rate_limits: s.rate_limits,
         }
     }
@@ -71,6 +75,8 @@ const ENV_KEYS: &[&str] = &[
     "max_body_bytes",
     "password_concurrency",
     "key_rotation_interval",
+    "refresh_retry_window",
+    "key_reload_interval",
 ];
 
 pub struct Flags {
@@ -147,6 +153,8 @@ impl ServeConfig {
             max_body_bytes: self.max_body_bytes,
             password_concurrency: self.password_concurrency,
             key_rotation_interval: self.key_rotation_interval,
+            refresh_retry_window: self.refresh_retry_window,
+            key_reload_interval: self.key_reload_interval,
             rate_limits: self.rate_limits.clone(),
         };
         settings

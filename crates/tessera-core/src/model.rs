@@ -224,6 +224,18 @@ pub struct RefreshToken {
     pub state: TokenState,
     /// The grant was revoked (family revocation, client deletion, consent revoked).
     pub grant_revoked: bool,
+    /// Set when this token was exchanged for its successor.
+    pub rotation: Option<Rotation>,
+}
+
+/// A refresh token's rotation: when, and into which successor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotation {
+    pub at: UnixTime,
+    pub successor: Hash,
+    /// The successor's plaintext sealed under a server key, kept only while the opt-in
+    /// retry window needs it (see [`RefreshToken::check_use`]).
+    pub sealed_successor: Option<Vec<u8>>,
 }
 
 /// What presenting a refresh token means.
@@ -234,6 +246,10 @@ pub enum RefreshUse {
     /// RFC 9700 §4.14.2: an already-rotated token was presented; the whole family must be
     /// revoked and the request refused.
     Reuse,
+    /// The token was rotated less than the retry window ago: the client most likely lost
+    /// the response, so it gets the same successor again (with a fresh access token),
+    /// provided the successor itself is still unused — the store checks that atomically.
+    Retry { successor: Hash, sealed: Vec<u8> },
 }
 
 impl RefreshToken {
@@ -244,7 +260,14 @@ impl RefreshToken {
     /// Checks a refresh request by the authenticated `client_id`. A token of another
     /// client is refused without touching its family: the presenter is not its owner,
     /// and letting strangers revoke chains would be a denial of service.
-    pub fn check_use(&self, client_id: &str, now: UnixTime) -> Result<RefreshUse, OAuthError> {
+    /// `retry_window` is in seconds; 0 (the default) turns retries off, so any rotated
+    /// token presented again is reuse.
+    pub fn check_use(
+        &self,
+        client_id: &str,
+        now: UnixTime,
+        retry_window: i64,
+    ) -> Result<RefreshUse, OAuthError> {
         let invalid = || OAuthError::invalid_grant("refresh token is invalid, expired or revoked");
         if self.grant.client_id != client_id {
             return Err(invalid());
@@ -253,7 +276,19 @@ impl RefreshToken {
             return Err(invalid());
         }
         if self.state == TokenState::Rotated {
-            return Ok(RefreshUse::Reuse);
+            return Ok(match &self.rotation {
+                Some(Rotation {
+                    at,
+                    successor,
+                    sealed_successor: Some(sealed),
+                }) if retry_window > 0 && now < at.saturating_add(retry_window) => {
+                    RefreshUse::Retry {
+                        successor: *successor,
+                        sealed: sealed.clone(),
+                    }
+                }
+                _ => RefreshUse::Reuse,
+            });
         }
         Ok(RefreshUse::Valid)
     }
@@ -335,6 +370,49 @@ mod tests {
         assert!(c
             .check_redemption("c", Some("https://a/cb"), None, 1)
             .is_ok());
+    }
+
+    fn rotated_refresh(at: UnixTime, sealed: Option<Vec<u8>>) -> RefreshToken {
+        RefreshToken {
+            hash: [1; 32],
+            grant: code().grant,
+            access_token_hash: None,
+            issued_at: 0,
+            expires_at: 10_000,
+            state: TokenState::Rotated,
+            grant_revoked: false,
+            rotation: Some(Rotation {
+                at,
+                successor: [2; 32],
+                sealed_successor: sealed,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_rotated_token_is_reuse_unless_inside_an_open_retry_window() {
+        let sealed = Some(b"s".to_vec());
+        let t = rotated_refresh(100, sealed.clone());
+        let retry = RefreshUse::Retry {
+            successor: [2; 32],
+            sealed: b"s".to_vec(),
+        };
+        // Window off (the default): strict reuse detection.
+        assert_eq!(t.check_use("c", 100, 0).unwrap(), RefreshUse::Reuse);
+        // Inside the window.
+        assert_eq!(t.check_use("c", 100, 10).unwrap(), retry);
+        assert_eq!(t.check_use("c", 109, 10).unwrap(), retry);
+        // At and after its end.
+        assert_eq!(t.check_use("c", 110, 10).unwrap(), RefreshUse::Reuse);
+        // No sealed successor kept (it was used): reuse.
+        let used = rotated_refresh(100, None);
+        assert_eq!(used.check_use("c", 101, 10).unwrap(), RefreshUse::Reuse);
+        // Another client's token never retries nor revokes.
+        assert!(t.check_use("other", 101, 10).is_err());
+        // A revoked family stays dead.
+        let mut dead = rotated_refresh(100, sealed);
+        dead.grant_revoked = true;
+        assert!(dead.check_use("c", 101, 10).is_err());
     }
 
     #[test]

@@ -22,6 +22,13 @@ pub struct Settings {
     pub key_rotation_interval: i64,
     /// Abuse limits (HTTP 429 with Retry-After).
     pub rate_limits: crate::limits::RateLimitSettings,
+    /// Seconds during which a just-rotated refresh token presented again returns the same
+    /// successor (a client that lost the response retries) instead of revoking the
+    /// family. 0, the default, keeps the strict rule: any reuse kills the chain.
+    pub refresh_retry_window: i64,
+    /// How often each node re-reads the signing keys from the store (seconds), so keys
+    /// rotated on another node are published here within this bound.
+    pub key_reload_interval: u64,
 }
 
 impl Default for Settings {
@@ -35,6 +42,8 @@ impl Default for Settings {
             password_concurrency: 2,
             key_rotation_interval: 0,
             rate_limits: crate::limits::RateLimitSettings::default(),
+            refresh_retry_window: 0,
+            key_reload_interval: 30,
         }
     }
 }
@@ -69,6 +78,12 @@ impl Settings {
             return Err("key_rotation_interval must be 0 (off) or at least 3600 seconds".into());
         }
         self.rate_limits.validate()?;
+        if !(0..=300).contains(&self.refresh_retry_window) {
+            return Err("refresh_retry_window must be between 0 (off) and 300 seconds".into());
+        }
+        if !(1..=300).contains(&self.key_reload_interval) {
+            return Err("key_reload_interval must be between 1 and 300 seconds".into());
+        }
         if self.password_concurrency == 0 {
             return Err("password_concurrency must be at least 1".into());
         }

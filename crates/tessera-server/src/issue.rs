@@ -145,6 +145,7 @@ pub fn mint(
             expires_at: now + refresh_ttl(client),
             state: TokenState::Active,
             grant_revoked: false,
+            rotation: None,
         };
         (Some(token), Some(record))
     } else {

@@ -43,7 +43,8 @@ pub async fn serve(
     let reloader = {
         let state = state.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+            let every = std::time::Duration::from_secs(state.settings().key_reload_interval);
+            let mut tick = tokio::time::interval(every);
             tick.tick().await;
             loop {
                 tick.tick().await;

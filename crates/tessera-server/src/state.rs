@@ -27,6 +27,8 @@ pub(crate) struct Inner {
     pub page_state_key: [u8; 32],
     /// Seals signing keys at rest.
     pub sealer: Sealer,
+    /// Seals a rotated refresh token's successor for the opt-in retry window.
+    pub successor_sealer: Sealer,
     pub keys: RwLock<Arc<KeyRing>>,
     pub limits: crate::limits::Limits,
 }
@@ -53,6 +55,7 @@ impl AppState {
             csrf_key: master_key.derive("csrf"),
             page_state_key: master_key.derive("page-state"),
             sealer,
+            successor_sealer: Sealer::new(&master_key.derive("refresh-successor"))?,
             keys: RwLock::new(Arc::new(ring)),
             limits,
         })))
@@ -97,6 +100,10 @@ impl AppState {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.0.store
+    }
+
+    pub(crate) fn successor_sealer(&self) -> &Sealer {
+        &self.0.successor_sealer
     }
 
     pub fn now(&self) -> i64 {

@@ -27,7 +27,7 @@ use tessera_core::client::Client;
 use tessera_core::keys::{KeyRetirement, SigningKeyRecord};
 use tessera_core::model::{
     AccessToken, AuditEvent, AuthorizationCode, Consent, Grant, Hash, Pruned, RefreshToken,
-    Session, Tenant, TokenState, User,
+    Rotation, Session, Tenant, TokenState, User,
 };
 use tessera_core::{ScopeSet, UnixTime};
 use tessera_store::{Issuance, Store, StoreError, StoreResult, Swap};
@@ -297,6 +297,18 @@ fn hash_of(row: &PgRow, col: &str) -> StoreResult<Hash> {
     to_hash(&bytes)
 }
 
+fn rotation_from(row: &PgRow) -> StoreResult<Option<Rotation>> {
+    let at: Option<UnixTime> = get(row, "rotated_at")?;
+    Ok(match (at, opt_hash_of(row, "successor_hash")?) {
+        (Some(at), Some(successor)) => Some(Rotation {
+            at,
+            successor,
+            sealed_successor: get(row, "successor_sealed")?,
+        }),
+        _ => None,
+    })
+}
+
 fn opt_hash_of(row: &PgRow, col: &str) -> StoreResult<Option<Hash>> {
     let bytes: Option<Vec<u8>> = get(row, col)?;
     bytes.map(|b| to_hash(&b)).transpose()
@@ -393,6 +405,26 @@ async fn prune(conn: &mut PgConnection, cutoff: i64, batch: i64, sql: &str) -> S
         .map_err(map_err)
 }
 
+async fn insert_access_token(conn: &mut PgConnection, a: &AccessToken) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO access_tokens (hash, grant_id, client_id, user_id, tenant, scope, audiences, issued_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(a.hash.as_slice())
+    .bind(&a.grant_id)
+    .bind(&a.client_id)
+    .bind(&a.user_id)
+    .bind(&a.tenant)
+    .bind(a.scope.to_string())
+    .bind(to_json(&a.audiences)?)
+    .bind(a.issued_at)
+    .bind(a.expires_at)
+    .execute(&mut *conn)
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
 async fn insert_issuance(conn: &mut PgConnection, iss: &Issuance) -> StoreResult<()> {
     if let Some(g) = &iss.new_grant {
         sqlx::query(
@@ -412,23 +444,7 @@ async fn insert_issuance(conn: &mut PgConnection, iss: &Issuance) -> StoreResult
         .await
         .map_err(map_err)?;
     }
-    let a = &iss.access;
-    sqlx::query(
-        "INSERT INTO access_tokens (hash, grant_id, client_id, user_id, tenant, scope, audiences, issued_at, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(a.hash.as_slice())
-    .bind(&a.grant_id)
-    .bind(&a.client_id)
-    .bind(&a.user_id)
-    .bind(&a.tenant)
-    .bind(a.scope.to_string())
-    .bind(to_json(&a.audiences)?)
-    .bind(a.issued_at)
-    .bind(a.expires_at)
-    .execute(&mut *conn)
-    .await
-    .map_err(map_err)?;
+    insert_access_token(&mut *conn, &iss.access).await?;
     if let Some(r) = &iss.refresh {
         sqlx::query(
             "INSERT INTO refresh_tokens (hash, grant_id, access_token_hash, issued_at, expires_at, state)
@@ -804,6 +820,7 @@ impl Store for PostgresStore {
     async fn get_refresh_token(&self, hash: &Hash) -> StoreResult<Option<RefreshToken>> {
         let row = sqlx::query(
             "SELECT r.hash, r.access_token_hash, r.issued_at, r.expires_at, r.state,
+                    r.rotated_at, r.successor_hash, r.successor_sealed,
                     g.id AS grant_id, g.client_id, g.user_id, g.tenant, g.scope, g.audiences,
                     g.auth_time, g.created_at, g.sid, (g.revoked_at IS NOT NULL) AS grant_revoked
              FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id WHERE r.hash = $1",
@@ -822,6 +839,7 @@ impl Store for PostgresStore {
                 expires_at: get(&r, "expires_at")?,
                 state: TokenState::parse(&state).unwrap_or(TokenState::Revoked),
                 grant_revoked: get(&r, "grant_revoked")?,
+                rotation: rotation_from(&r)?,
             })
         })
         .transpose()
@@ -831,25 +849,40 @@ impl Store for PostgresStore {
         &self,
         old: &Hash,
         issuance: &Issuance,
+        sealed_successor: Option<&[u8]>,
         now: UnixTime,
     ) -> StoreResult<Swap> {
         let mut tx = self.begin().await?;
         // A concurrent rotation of the same row waits here for the winner's commit, then
         // re-checks `state = 'active'` and matches nothing.
         let rotated = sqlx::query(
-            "UPDATE refresh_tokens SET state = 'rotated'
+            "UPDATE refresh_tokens SET state = 'rotated', rotated_at = $2,
+                    successor_hash = $3, successor_sealed = $4
              WHERE hash = $1 AND state = 'active'
                AND NOT EXISTS (SELECT 1 FROM grants g
                                WHERE g.id = refresh_tokens.grant_id AND g.revoked_at IS NOT NULL)
              RETURNING access_token_hash",
         )
         .bind(old.as_slice())
+        .bind(now)
+        .bind(issuance.refresh.as_ref().map(|r| r.hash.to_vec()))
+        .bind(sealed_successor)
         .fetch_optional(&mut *tx)
         .await
         .map_err(map_err)?;
         let Some(row) = rotated else {
             return Ok(Swap::AlreadyUsed);
         };
+        // This token is used now: its parent's sealed copy of it can never serve a retry
+        // again, so it goes.
+        sqlx::query(
+            "UPDATE refresh_tokens SET successor_sealed = NULL
+             WHERE successor_hash = $1 AND successor_sealed IS NOT NULL",
+        )
+        .bind(old.as_slice())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
         if let Some(access) = opt_hash_of(&row, "access_token_hash")? {
             sqlx::query(
                 "UPDATE access_tokens SET revoked_at = $1 WHERE hash = $2 AND revoked_at IS NULL",
@@ -861,6 +894,67 @@ impl Store for PostgresStore {
             .map_err(map_err)?;
         }
         insert_issuance(&mut tx, issuance).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(Swap::Done)
+    }
+
+    async fn retry_rotation(
+        &self,
+        old: &Hash,
+        successor: &Hash,
+        rotated_since: UnixTime,
+        access: &AccessToken,
+        now: UnixTime,
+    ) -> StoreResult<Swap> {
+        let mut tx = self.begin().await?;
+        let rotated_into_successor = sqlx::query(
+            "SELECT 1 FROM refresh_tokens WHERE hash = $1 AND state = 'rotated'
+             AND rotated_at >= $2 AND successor_hash = $3",
+        )
+        .bind(old.as_slice())
+        .bind(rotated_since)
+        .bind(successor.as_slice())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map_err)?
+        .is_some();
+        if !rotated_into_successor {
+            return Ok(Swap::AlreadyUsed);
+        }
+        // FOR UPDATE serialises concurrent retries (and a concurrent rotation) on the
+        // successor's row: each sees the access token the previous one installed.
+        let row = sqlx::query(
+            "SELECT r.access_token_hash FROM refresh_tokens r
+             WHERE r.hash = $1 AND r.state = 'active' AND r.expires_at > $2
+               AND NOT EXISTS (SELECT 1 FROM grants g
+                               WHERE g.id = r.grant_id AND g.revoked_at IS NOT NULL)
+             FOR UPDATE OF r",
+        )
+        .bind(successor.as_slice())
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        let Some(row) = row else {
+            return Ok(Swap::AlreadyUsed);
+        };
+        if let Some(replaced) = opt_hash_of(&row, "access_token_hash")? {
+            sqlx::query(
+                "UPDATE access_tokens SET revoked_at = $1 WHERE hash = $2 AND revoked_at IS NULL",
+            )
+            .bind(now)
+            .bind(replaced.as_slice())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        }
+        insert_access_token(&mut tx, access).await?;
+        sqlx::query("UPDATE refresh_tokens SET access_token_hash = $1 WHERE hash = $2")
+            .bind(access.hash.as_slice())
+            .bind(successor.as_slice())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
         tx.commit().await.map_err(map_err)?;
         Ok(Swap::Done)
     }

@@ -6,7 +6,8 @@
 
 /// Each entry is one migration, run in one transaction with the version bump; never edit
 /// a released one, append a new one.
-pub const MIGRATIONS: &[&str] = &[r#"
+pub const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE tenants (
     id TEXT PRIMARY KEY,
     created_at BIGINT NOT NULL
@@ -135,4 +136,14 @@ CREATE TABLE audit_events (
     detail TEXT
 );
 CREATE INDEX audit_events_at ON audit_events (at);
-"#];
+"#,
+    // The refresh retry window: when and into what a refresh token was rotated, and its
+    // successor sealed (only while a retry may still need it).
+    r#"
+ALTER TABLE refresh_tokens ADD COLUMN rotated_at BIGINT;
+ALTER TABLE refresh_tokens ADD COLUMN successor_hash BYTEA;
+ALTER TABLE refresh_tokens ADD COLUMN successor_sealed BYTEA;
+CREATE INDEX refresh_tokens_sealed_successor ON refresh_tokens (successor_hash)
+    WHERE successor_sealed IS NOT NULL;
+"#,
+];

@@ -22,7 +22,7 @@ use tessera_core::client::Client;
 use tessera_core::keys::{KeyRetirement, SigningKeyRecord};
 use tessera_core::model::{
     AccessToken, AuditEvent, AuthorizationCode, Consent, Grant, Hash, Pruned, RefreshToken,
-    Session, Tenant, TokenState, User,
+    Rotation, Session, Tenant, TokenState, User,
 };
 use tessera_core::{ScopeSet, UnixTime};
 use tessera_store::{Issuance, Store, StoreError, StoreResult, Swap};
@@ -287,6 +287,23 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Box<dyn WriteJob>>) {
     let _ = conn.close();
 }
 
+fn rotation_from(row: &Row) -> rusqlite::Result<Option<Rotation>> {
+    let at: Option<UnixTime> = row.get("rotated_at")?;
+    let successor: Option<Vec<u8>> = row.get("successor_hash")?;
+    Ok(match (at, successor) {
+        (Some(at), Some(successor)) => {
+            <[u8; 32]>::try_from(successor.as_slice())
+                .ok()
+                .map(|successor| Rotation {
+                    at,
+                    successor,
+                    sealed_successor: row.get("successor_sealed").ok().flatten(),
+                })
+        }
+        _ => None,
+    })
+}
+
 fn hash_of(row: &Row, idx: &str) -> rusqlite::Result<Hash> {
     let bytes: Vec<u8> = row.get(idx)?;
     <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
@@ -381,11 +398,7 @@ fn insert_grant(conn: &Connection, g: &Grant) -> StoreResult<()> {
     Ok(())
 }
 
-fn insert_issuance(conn: &Connection, iss: &Issuance) -> StoreResult<()> {
-    if let Some(g) = &iss.new_grant {
-        insert_grant(conn, g)?;
-    }
-    let a = &iss.access;
+fn insert_access_token(conn: &Connection, a: &AccessToken) -> StoreResult<()> {
     conn.prepare_cached(
         "INSERT INTO access_tokens (hash, grant_id, client_id, user_id, tenant, scope, audiences, issued_at, expires_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -404,6 +417,14 @@ fn insert_issuance(conn: &Connection, iss: &Issuance) -> StoreResult<()> {
         ])
     })
     .map_err(map_err)?;
+    Ok(())
+}
+
+fn insert_issuance(conn: &Connection, iss: &Issuance) -> StoreResult<()> {
+    if let Some(g) = &iss.new_grant {
+        insert_grant(conn, g)?;
+    }
+    insert_access_token(conn, &iss.access)?;
     if let Some(r) = &iss.refresh {
         conn.prepare_cached(
             "INSERT INTO refresh_tokens (hash, grant_id, access_token_hash, issued_at, expires_at, state)
@@ -804,6 +825,7 @@ impl Store for SqliteStore {
         self.read(move |c| {
             c.prepare_cached(
                 "SELECT r.hash, r.access_token_hash, r.issued_at, r.expires_at, r.state,
+                        r.rotated_at, r.successor_hash, r.successor_sealed,
                         g.id AS grant_id, g.client_id, g.user_id, g.tenant, g.scope, g.audiences,
                         g.auth_time, g.created_at, g.sid, (g.revoked_at IS NOT NULL) AS grant_revoked
                  FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id WHERE r.hash = ?1",
@@ -820,6 +842,7 @@ impl Store for SqliteStore {
                         expires_at: r.get("expires_at")?,
                         state: TokenState::parse(&state).unwrap_or(TokenState::Revoked),
                         grant_revoked: r.get("grant_revoked")?,
+                        rotation: rotation_from(r)?,
                     })
                 })
                 .optional()
@@ -833,23 +856,36 @@ impl Store for SqliteStore {
         &self,
         old: &Hash,
         issuance: &Issuance,
+        sealed_successor: Option<&[u8]>,
         now: UnixTime,
     ) -> StoreResult<Swap> {
         let (h, iss) = (*old, issuance.clone());
+        let sealed = sealed_successor.map(<[u8]>::to_vec);
+        let successor = iss.refresh.as_ref().map(|r| r.hash.to_vec());
         self.write(move |c| {
             let n = c
                 .prepare_cached(
                     // Correlated on the grant's primary key: an `IN (SELECT … WHERE revoked_at
                     // IS NULL)` list would scan every grant on every refresh.
-                    "UPDATE refresh_tokens SET state = 'rotated' WHERE hash = ?1 AND state = 'active'
+                    "UPDATE refresh_tokens SET state = 'rotated', rotated_at = ?2,
+                            successor_hash = ?3, successor_sealed = ?4
+                     WHERE hash = ?1 AND state = 'active'
                      AND NOT EXISTS (SELECT 1 FROM grants g
                                      WHERE g.id = refresh_tokens.grant_id AND g.revoked_at IS NOT NULL)",
                 )
-                .and_then(|mut s| s.execute([h.as_slice()]))
+                .and_then(|mut s| s.execute(params![h.as_slice(), now, successor, sealed]))
                 .map_err(map_err)?;
             if n == 0 {
                 return Ok(Swap::AlreadyUsed);
             }
+            // This token is used now: its parent's sealed copy of it can never serve a
+            // retry again, so it goes.
+            c.prepare_cached(
+                "UPDATE refresh_tokens SET successor_sealed = NULL
+                 WHERE successor_hash = ?1 AND successor_sealed IS NOT NULL",
+            )
+            .and_then(|mut s| s.execute([h.as_slice()]))
+            .map_err(map_err)?;
             c.prepare_cached(
                 "UPDATE access_tokens SET revoked_at = ?1 WHERE revoked_at IS NULL AND hash =
                  (SELECT access_token_hash FROM refresh_tokens WHERE hash = ?2)",
@@ -857,6 +893,64 @@ impl Store for SqliteStore {
             .and_then(|mut s| s.execute(params![now, h.as_slice()]))
             .map_err(map_err)?;
             insert_issuance(c, &iss)?;
+            Ok(Swap::Done)
+        })
+        .await
+    }
+
+    async fn retry_rotation(
+        &self,
+        old: &Hash,
+        successor: &Hash,
+        rotated_since: UnixTime,
+        access: &AccessToken,
+        now: UnixTime,
+    ) -> StoreResult<Swap> {
+        let (old, successor, access) = (*old, *successor, access.clone());
+        self.write(move |c| {
+            let rotated_into_successor = c
+                .prepare_cached(
+                    "SELECT 1 FROM refresh_tokens WHERE hash = ?1 AND state = 'rotated'
+                     AND rotated_at >= ?2 AND successor_hash = ?3",
+                )
+                .and_then(|mut s| {
+                    s.query_row(
+                        params![old.as_slice(), rotated_since, successor.as_slice()],
+                        |_| Ok(()),
+                    )
+                    .optional()
+                })
+                .map_err(map_err)?
+                .is_some();
+            if !rotated_into_successor {
+                return Ok(Swap::AlreadyUsed);
+            }
+            let replaced: Option<Option<Vec<u8>>> = c
+                .prepare_cached(
+                    "SELECT r.access_token_hash FROM refresh_tokens r
+                     WHERE r.hash = ?1 AND r.state = 'active' AND r.expires_at > ?2
+                     AND NOT EXISTS (SELECT 1 FROM grants g
+                                     WHERE g.id = r.grant_id AND g.revoked_at IS NOT NULL)",
+                )
+                .and_then(|mut s| {
+                    s.query_row(params![successor.as_slice(), now], |r| r.get(0))
+                        .optional()
+                })
+                .map_err(map_err)?;
+            let Some(replaced) = replaced else {
+                return Ok(Swap::AlreadyUsed);
+            };
+            if let Some(replaced) = replaced {
+                c.prepare_cached(
+                    "UPDATE access_tokens SET revoked_at = ?1 WHERE hash = ?2 AND revoked_at IS NULL",
+                )
+                .and_then(|mut s| s.execute(params![now, replaced]))
+                .map_err(map_err)?;
+            }
+            insert_access_token(c, &access)?;
+            c.prepare_cached("UPDATE refresh_tokens SET access_token_hash = ?1 WHERE hash = ?2")
+                .and_then(|mut s| s.execute(params![access.hash.as_slice(), successor.as_slice()]))
+                .map_err(map_err)?;
             Ok(Swap::Done)
         })
         .await

@@ -132,4 +132,13 @@ CREATE INDEX access_tokens_expiry ON access_tokens (expires_at);
 CREATE INDEX refresh_tokens_expiry ON refresh_tokens (expires_at);
 CREATE INDEX sessions_expiry ON sessions (expires_at);
 "#,
+    // The refresh retry window: when and into what a refresh token was rotated, and its
+    // successor sealed (only while a retry may still need it).
+    r#"
+ALTER TABLE refresh_tokens ADD COLUMN rotated_at INTEGER;
+ALTER TABLE refresh_tokens ADD COLUMN successor_hash BLOB;
+ALTER TABLE refresh_tokens ADD COLUMN successor_sealed BLOB;
+CREATE INDEX refresh_tokens_sealed_successor ON refresh_tokens (successor_hash)
+    WHERE successor_sealed IS NOT NULL;
+"#,
 ];

@@ -87,6 +87,7 @@ fn issuance(grant: &Grant, new_grant: bool) -> Issuance {
         expires_at: NOW + 86400,
         state: TokenState::Active,
         grant_revoked: false,
+        rotation: None,
     };
     Issuance {
         new_grant: new_grant.then(|| grant.clone()),
@@ -160,6 +161,8 @@ pub async fn run_all(store: Arc<dyn Store>) {
     client_deletion_revokes_everything(&*store).await;
     parallel_redemption_has_one_winner(store.clone()).await;
     parallel_rotation_has_one_winner(store.clone()).await;
+    refresh_retry_reissues_only_for_an_unused_successor(&*store).await;
+    parallel_retries_have_one_winner(store.clone()).await;
     signing_keys(&*store).await;
     audit_trail(&*store).await;
     janitor_prunes_only_dead_rows(&*store).await;
@@ -231,7 +234,7 @@ async fn janitor_prunes_only_dead_rows(store: &dyn Store) {
     }
     let old = first.refresh.as_ref().map(|r| r.hash).unwrap_or_default();
     must(
-        store.rotate_refresh_token(&old, &second, NOW).await,
+        store.rotate_refresh_token(&old, &second, None, NOW).await,
         "rotate",
     );
 
@@ -545,7 +548,9 @@ async fn refresh_rotation(store: &dyn Store) {
     let second = issuance(&g, false);
     check!(
         must(
-            store.rotate_refresh_token(&old, &second, NOW + 1).await,
+            store
+                .rotate_refresh_token(&old, &second, None, NOW + 1)
+                .await,
             "rotate"
         ) == Swap::Done,
         "rotation of an active token"
@@ -574,7 +579,9 @@ async fn refresh_rotation(store: &dyn Store) {
     let third = issuance(&g, false);
     check!(
         must(
-            store.rotate_refresh_token(&old, &third, NOW + 2).await,
+            store
+                .rotate_refresh_token(&old, &third, None, NOW + 2)
+                .await,
             "rotate"
         ) == Swap::AlreadyUsed,
         "rotating a rotated token stores nothing"
@@ -594,7 +601,9 @@ async fn grant_revocation(store: &dyn Store) {
     let second = issuance(&g, false);
     let old = first.refresh.as_ref().map(|r| r.hash).unwrap_or_default();
     must(
-        store.rotate_refresh_token(&old, &second, NOW + 1).await,
+        store
+            .rotate_refresh_token(&old, &second, None, NOW + 1)
+            .await,
         "rotate",
     );
     must(store.revoke_grant(&g.id, NOW + 2).await, "revoke_grant");
@@ -731,7 +740,7 @@ async fn parallel_rotation_has_one_winner(store: Arc<dyn Store>) {
         let store = store.clone();
         let iss = issuance(&g, false);
         tasks.push(tokio::spawn(async move {
-            store.rotate_refresh_token(&old, &iss, NOW + 1).await
+            store.rotate_refresh_token(&old, &iss, None, NOW + 1).await
         }));
     }
     let mut wins = 0;
@@ -745,5 +754,186 @@ async fn parallel_rotation_has_one_winner(store: Arc<dyn Store>) {
     check!(
         wins == 1,
         "exactly one of 16 parallel rotations wins, got {wins}"
+    );
+}
+
+/// The opt-in retry window: rotation records when and into what, and a retry replaces the
+/// successor's access token only while the successor is unused and inside the window.
+async fn refresh_retry_reissues_only_for_an_unused_successor(store: &dyn Store) {
+    let u = user(store).await;
+    let c = client(store).await;
+    let g = grant(&c.id, &u.id);
+    let first = issuance(&g, true);
+    must(store.issue(&first).await, "issue");
+    let old = first.refresh.as_ref().map(|r| r.hash).unwrap_or_default();
+    let second = issuance(&g, false);
+    let successor = second.refresh.as_ref().map(|r| r.hash).unwrap_or_default();
+    let sealed = b"sealed-successor".to_vec();
+    must(
+        store
+            .rotate_refresh_token(&old, &second, Some(&sealed), NOW + 10)
+            .await,
+        "rotate",
+    );
+    let rotated = must(store.get_refresh_token(&old).await, "get").map(|r| r.rotation);
+    check!(
+        rotated
+            == Some(Some(tessera_core::model::Rotation {
+                at: NOW + 10,
+                successor,
+                sealed_successor: Some(sealed.clone()),
+            })),
+        "rotation records time, successor and sealed successor: {rotated:?}"
+    );
+
+    // Outside the window: nothing happens.
+    let late = issuance(&g, false).access;
+    check!(
+        must(
+            store
+                .retry_rotation(&old, &successor, NOW + 11, &late, NOW + 12)
+                .await,
+            "retry"
+        ) == Swap::AlreadyUsed,
+        "a retry after the window is refused"
+    );
+    check!(
+        must(store.get_access_token(&late.hash).await, "get").is_none(),
+        "nothing stored for a refused retry"
+    );
+    // A wrong successor: nothing happens.
+    let stray = issuance(&g, false).access;
+    check!(
+        must(
+            store
+                .retry_rotation(&old, &hash(), NOW, &stray, NOW + 12)
+                .await,
+            "retry"
+        ) == Swap::AlreadyUsed,
+        "a retry naming another successor is refused"
+    );
+
+    let retry = issuance(&g, false).access;
+    check!(
+        must(
+            store
+                .retry_rotation(&old, &successor, NOW, &retry, NOW + 12)
+                .await,
+            "retry"
+        ) == Swap::Done,
+        "a retry inside the window, successor unused"
+    );
+    let replaced = must(store.get_access_token(&second.access.hash).await, "get");
+    check!(
+        replaced.map(|a| a.revoked) == Some(true),
+        "the successor's previous access token is revoked"
+    );
+    let fresh = must(store.get_access_token(&retry.hash).await, "get");
+    check!(
+        fresh.map(|a| a.revoked) == Some(false),
+        "the retry's access token is live"
+    );
+    let succ = must(store.get_refresh_token(&successor).await, "get");
+    check!(
+        succ.as_ref().and_then(|r| r.access_token_hash) == Some(retry.hash),
+        "the successor now carries the retry's access token"
+    );
+
+    // The successor is used: its sealed copy is dropped and retries of `old` stop.
+    let third = issuance(&g, false);
+    must(
+        store
+            .rotate_refresh_token(&successor, &third, Some(&sealed), NOW + 13)
+            .await,
+        "rotate successor",
+    );
+    let parent = must(store.get_refresh_token(&old).await, "get");
+    check!(
+        parent
+            .as_ref()
+            .and_then(|r| r.rotation.as_ref())
+            .is_some_and(|r| r.sealed_successor.is_none()),
+        "the sealed successor is erased once the successor is rotated"
+    );
+    check!(
+        must(
+            store
+                .retry_rotation(&old, &successor, NOW, &issuance(&g, false).access, NOW + 14)
+                .await,
+            "retry"
+        ) == Swap::AlreadyUsed,
+        "no retry once the successor was used"
+    );
+    check!(
+        must(store.get_access_token(&third.access.hash).await, "get").map(|a| a.revoked)
+            == Some(false),
+        "a refused retry leaves the live chain alone"
+    );
+
+    // A revoked grant: no retry either.
+    let third_rt = third.refresh.as_ref().map(|r| r.hash).unwrap_or_default();
+    must(store.revoke_grant(&g.id, NOW + 15).await, "revoke");
+    check!(
+        must(
+            store
+                .retry_rotation(
+                    &successor,
+                    &third_rt,
+                    NOW,
+                    &issuance(&g, false).access,
+                    NOW + 16
+                )
+                .await,
+            "retry"
+        ) == Swap::AlreadyUsed,
+        "no retry into a revoked grant"
+    );
+}
+
+/// Parallel retries of one rotated token each replace the access token in turn; whatever
+/// the interleaving, exactly one access token of the successor stays live.
+async fn parallel_retries_have_one_winner(store: Arc<dyn Store>) {
+    let u = user(&*store).await;
+    let c = client(&*store).await;
+    let g = grant(&c.id, &u.id);
+    let first = issuance(&g, true);
+    must(store.issue(&first).await, "issue");
+    let old = first.refresh.as_ref().map(|r| r.hash).unwrap_or_default();
+    let second = issuance(&g, false);
+    let successor = second.refresh.as_ref().map(|r| r.hash).unwrap_or_default();
+    must(
+        store
+            .rotate_refresh_token(&old, &second, Some(b"s"), NOW + 1)
+            .await,
+        "rotate",
+    );
+    let mut tasks = Vec::new();
+    let mut hashes = vec![second.access.hash];
+    for _ in 0..8 {
+        let store = store.clone();
+        let access = issuance(&g, false).access;
+        hashes.push(access.hash);
+        tasks.push(tokio::spawn(async move {
+            store
+                .retry_rotation(&old, &successor, NOW, &access, NOW + 2)
+                .await
+        }));
+    }
+    for t in tasks {
+        let r = t.await.map_err(|e| e.to_string());
+        check!(
+            matches!(r, Ok(Ok(Swap::Done))),
+            "a retry in the window succeeds: {r:?}"
+        );
+    }
+    let mut live = 0;
+    for h in &hashes {
+        if must(store.get_access_token(h).await, "get").is_some_and(|a| !a.revoked) {
+            live += 1;
+        }
+    }
+    check!(
+        live == 1,
+        "exactly one live access token for the successor, got {live}"
     );
 }

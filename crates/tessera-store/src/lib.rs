@@ -104,12 +104,28 @@ pub trait Store: Send + Sync + 'static {
     async fn issue(&self, issuance: &Issuance) -> StoreResult<()>;
     async fn get_access_token(&self, hash: &Hash) -> StoreResult<Option<AccessToken>>;
     async fn get_refresh_token(&self, hash: &Hash) -> StoreResult<Option<RefreshToken>>;
-    /// If `old` is still active: marks it rotated, revokes the access token issued with
-    /// it, and stores `issuance`, atomically. Otherwise stores nothing.
+    /// If `old` is still active: marks it rotated at `now` into `issuance`'s refresh token,
+    /// revokes the access token issued with it, and stores `issuance`, atomically.
+    /// Otherwise stores nothing. `sealed_successor` (only with the retry window on) is
+    /// kept with `old` until the successor is itself rotated; it is the only place a
+    /// refresh token is stored other than by hash, and it is encrypted.
     async fn rotate_refresh_token(
         &self,
         old: &Hash,
         issuance: &Issuance,
+        sealed_successor: Option<&[u8]>,
+        now: UnixTime,
+    ) -> StoreResult<Swap>;
+    /// The refresh retry window: if `old` was rotated into `successor` at or after
+    /// `rotated_since`, and `successor` is still active (unused, unexpired, its grant not
+    /// revoked), replaces the successor's access token with `access` (revoking the one it
+    /// replaces), atomically. Otherwise stores nothing and returns `AlreadyUsed`.
+    async fn retry_rotation(
+        &self,
+        old: &Hash,
+        successor: &Hash,
+        rotated_since: UnixTime,
+        access: &AccessToken,
         now: UnixTime,
     ) -> StoreResult<Swap>;
 

@@ -158,7 +158,8 @@ async fn authorization_code(
 }
 
 /// RFC 6749 §6 with rotation (RFC 9700 §4.14.2): every use yields a new refresh token;
-/// presenting a rotated one revokes the whole family.
+/// presenting a rotated one revokes the whole family — unless the operator opened a retry
+/// window and the successor is still unused (see `retry`).
 async fn refresh(
     state: &AppState,
     origin: &Origin,
@@ -173,43 +174,139 @@ async fn refresh(
         .get_refresh_token(&hash)
         .await?
         .ok_or_else(|| OAuthError::invalid_grant("refresh token is invalid, expired or revoked"))?;
-    let reused = || {
-        OAuthError::invalid_grant("refresh token was already used; the authorization is revoked")
-    };
-    if record.check_use(&client.id, now)? == RefreshUse::Reuse {
-        revoke_presented_twice(
-            state,
-            origin,
-            client,
-            &record.grant,
-            "refresh.reuse_family_revoked",
-        )
-        .await?;
-        return Err(reused().into());
+    let window = state.settings().refresh_retry_window;
+    match record.check_use(&client.id, now, window)? {
+        RefreshUse::Valid => {}
+        RefreshUse::Reuse => return Err(reuse(state, origin, client, &record.grant).await),
+        RefreshUse::Retry { successor, sealed } => {
+            let retry = RetryOf {
+                old: &hash,
+                successor: &successor,
+                sealed: &sealed,
+                since: now - window,
+            };
+            return retry_or_reuse(state, origin, client, &record.grant, requested_scope, retry)
+                .await;
+        }
     }
     let scope = refreshed_scope(&record.grant.scope, requested_scope)?;
     let jwt = jwt_signer(state, client).await?;
     let mut minted = mint(client, &record.grant, scope, true, false, now, jwt.as_ref())?;
     // OIDC Core §12.2: a refresh that carries openid returns a fresh ID token.
     minted.id_token = openid_token(state, client, &record.grant, &minted, None).await?;
+    let sealed_successor = match (&minted.refresh_token, window > 0) {
+        (Some(successor), true) => Some(
+            state
+                .successor_sealer()
+                .seal(successor.as_bytes(), &hash)
+                .map_err(|_| OAuthError::server_error("internal error"))?,
+        ),
+        _ => None,
+    };
     match state
         .store()
-        .rotate_refresh_token(&hash, &minted.issuance, now)
+        .rotate_refresh_token(&hash, &minted.issuance, sealed_successor.as_deref(), now)
         .await?
     {
         Swap::Done => Ok(minted),
-        Swap::AlreadyUsed => {
-            revoke_presented_twice(
-                state,
-                origin,
-                client,
-                &record.grant,
-                "refresh.reuse_family_revoked",
-            )
-            .await?;
-            Err(reused().into())
+        // Lost a race against a parallel presentation of the same token. With a retry
+        // window that is the case it exists for: answer with the winner's successor.
+        Swap::AlreadyUsed if window > 0 => {
+            let again = state.store().get_refresh_token(&hash).await?;
+            match again.map(|r| r.check_use(&client.id, now, window)) {
+                Some(Ok(RefreshUse::Retry { successor, sealed })) => {
+                    let retry = RetryOf {
+                        old: &hash,
+                        successor: &successor,
+                        sealed: &sealed,
+                        since: now - window,
+                    };
+                    retry_or_reuse(state, origin, client, &record.grant, requested_scope, retry)
+                        .await
+                }
+                _ => Err(reuse(state, origin, client, &record.grant).await),
+            }
         }
+        Swap::AlreadyUsed => Err(reuse(state, origin, client, &record.grant).await),
     }
+}
+
+async fn retry_or_reuse(
+    state: &AppState,
+    origin: &Origin,
+    client: &Client,
+    grant: &Grant,
+    requested_scope: Option<&ScopeSet>,
+    retry: RetryOf<'_>,
+) -> Result<Minted, ApiError> {
+    match retry_rotation(state, client, grant, requested_scope, retry).await? {
+        Some(minted) => {
+            crate::metrics::event("refresh_retry", "served");
+            tracing::info!(client_id = %client.id, grant_id = %grant.id, "refresh retried inside the retry window: same successor returned");
+            Ok(minted)
+        }
+        None => Err(reuse(state, origin, client, grant).await),
+    }
+}
+
+/// A rotated refresh token presented again inside the retry window.
+struct RetryOf<'a> {
+    old: &'a [u8; 32],
+    successor: &'a [u8; 32],
+    sealed: &'a [u8],
+    since: i64,
+}
+
+/// Answers a retried refresh with the same successor refresh token and a fresh access
+/// token (which replaces the successor's previous one), or `None` when the successor was
+/// used meanwhile — then the presentation is reuse after all.
+async fn retry_rotation(
+    state: &AppState,
+    client: &Client,
+    grant: &Grant,
+    requested_scope: Option<&ScopeSet>,
+    retry: RetryOf<'_>,
+) -> Result<Option<Minted>, ApiError> {
+    let now = state.now();
+    let Ok(successor) = state.successor_sealer().open(retry.sealed, retry.old) else {
+        tracing::error!(grant_id = %grant.id, "a sealed refresh successor does not open");
+        return Ok(None);
+    };
+    let successor = String::from_utf8(successor.to_vec()).unwrap_or_default();
+    if SecretHash::of(&successor).0 != *retry.successor {
+        return Ok(None);
+    }
+    let scope = refreshed_scope(&grant.scope, requested_scope)?;
+    let jwt = jwt_signer(state, client).await?;
+    let mut minted = mint(client, grant, scope, false, false, now, jwt.as_ref())?;
+    minted.id_token = openid_token(state, client, grant, &minted, None).await?;
+    match state
+        .store()
+        .retry_rotation(
+            retry.old,
+            retry.successor,
+            retry.since,
+            &minted.issuance.access,
+            now,
+        )
+        .await?
+    {
+        Swap::Done => {
+            minted.refresh_token = Some(successor);
+            Ok(Some(minted))
+        }
+        Swap::AlreadyUsed => Ok(None),
+    }
+}
+
+/// A refresh token presented after its rotation: the family goes, the request fails.
+async fn reuse(state: &AppState, origin: &Origin, client: &Client, grant: &Grant) -> ApiError {
+    if let Err(e) =
+        revoke_presented_twice(state, origin, client, grant, "refresh.reuse_family_revoked").await
+    {
+        return e;
+    }
+    OAuthError::invalid_grant("refresh token was already used; the authorization is revoked").into()
 }
 
 /// RFC 6749 §4.4: tokens for the client itself, never with a refresh token.

@@ -14,4 +14,5 @@ mod limits;
 mod oidc;
 mod ops;
 mod pages;
+mod races;
 mod security;
