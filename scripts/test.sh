@@ -6,5 +6,8 @@ cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+# The end-to-end HTTP suite once more, on PostgreSQL (a fresh schema per test server).
+TESSERA_TEST_DATABASE_URL="${TESSERA_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}" \
+    cargo test --locked -p tessera-testkit --test it
 # Fuzz targets for a bounded time (FUZZ_SECONDS=0 skips them).
 if [ "${FUZZ_SECONDS:-60}" != 0 ]; then ./scripts/fuzz.sh; fi

@@ -297,6 +297,12 @@ fn hash_of(row: &PgRow, col: &str) -> StoreResult<Hash> {
     to_hash(&bytes)
 }
 
+/// PostgreSQL text cannot hold NUL, so no stored key contains one: a lookup by such a key
+/// (hostile input) finds nothing instead of failing the query.
+fn storable(key: &str) -> bool {
+    !key.contains('\0')
+}
+
 fn rotation_from(row: &PgRow) -> StoreResult<Option<Rotation>> {
     let at: Option<UnixTime> = get(row, "rotated_at")?;
     Ok(match (at, opt_hash_of(row, "successor_hash")?) {
@@ -486,6 +492,9 @@ impl Store for PostgresStore {
     }
 
     async fn get_tenant(&self, id: &str) -> StoreResult<Option<Tenant>> {
+        if !storable(id) {
+            return Ok(None);
+        }
         sqlx::query("SELECT id, created_at FROM tenants WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
@@ -533,6 +542,9 @@ impl Store for PostgresStore {
     }
 
     async fn get_user(&self, id: &str) -> StoreResult<Option<User>> {
+        if !storable(id) {
+            return Ok(None);
+        }
         sqlx::query("SELECT * FROM users WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
@@ -544,6 +556,9 @@ impl Store for PostgresStore {
     }
 
     async fn find_user(&self, tenant: &str, username: &str) -> StoreResult<Option<User>> {
+        if !storable(tenant) || !storable(username) {
+            return Ok(None);
+        }
         sqlx::query("SELECT * FROM users WHERE tenant = $1 AND username = $2")
             .bind(tenant)
             .bind(username)
@@ -575,6 +590,9 @@ impl Store for PostgresStore {
     }
 
     async fn get_client(&self, id: &str) -> StoreResult<Option<Client>> {
+        if !storable(id) {
+            return Ok(None);
+        }
         sqlx::query("SELECT secret_hash, settings FROM clients WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
@@ -596,6 +614,9 @@ impl Store for PostgresStore {
     }
 
     async fn delete_client(&self, id: &str) -> StoreResult<bool> {
+        if !storable(id) {
+            return Ok(false);
+        }
         let mut tx = self.begin().await?;
         for sql in [
             "DELETE FROM access_tokens WHERE grant_id IN (SELECT id FROM grants WHERE client_id = $1)",
@@ -622,6 +643,9 @@ impl Store for PostgresStore {
     }
 
     async fn set_client_secret(&self, id: &str, secret_hash: &Hash) -> StoreResult<bool> {
+        if !storable(id) {
+            return Ok(false);
+        }
         let n = sqlx::query("UPDATE clients SET secret_hash = $1 WHERE id = $2")
             .bind(secret_hash.as_slice())
             .bind(id)
@@ -678,6 +702,9 @@ impl Store for PostgresStore {
     }
 
     async fn get_consent(&self, user_id: &str, client_id: &str) -> StoreResult<Option<Consent>> {
+        if !storable(user_id) || !storable(client_id) {
+            return Ok(None);
+        }
         let row = sqlx::query("SELECT * FROM consents WHERE user_id = $1 AND client_id = $2")
             .bind(user_id)
             .bind(client_id)

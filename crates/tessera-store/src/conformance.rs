@@ -162,6 +162,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     parallel_redemption_has_one_winner(store.clone()).await;
     parallel_rotation_has_one_winner(store.clone()).await;
     refresh_retry_reissues_only_for_an_unused_successor(&*store).await;
+    hostile_keys_find_nothing(&*store).await;
     parallel_retries_have_one_winner(store.clone()).await;
     signing_keys(&*store).await;
     audit_trail(&*store).await;
@@ -936,4 +937,35 @@ async fn parallel_retries_have_one_winner(store: Arc<dyn Store>) {
         live == 1,
         "exactly one live access token for the successor, got {live}"
     );
+}
+
+/// Keys straight from a request (NUL and other control bytes) find nothing; they never
+/// fail the query (PostgreSQL text cannot even hold NUL).
+async fn hostile_keys_find_nothing(store: &dyn Store) {
+    for key in ["\0", "a\0b", "\u{1}\u{7f}", "' OR 1=1 --"] {
+        check!(
+            must(store.get_client(key).await, "get_client").is_none(),
+            "no client {key:?}"
+        );
+        check!(
+            must(store.get_user(key).await, "get_user").is_none(),
+            "no user {key:?}"
+        );
+        check!(
+            must(store.find_user(DEFAULT_TENANT, key).await, "find_user").is_none(),
+            "no username {key:?}"
+        );
+        check!(
+            must(store.get_tenant(key).await, "get_tenant").is_none(),
+            "no tenant {key:?}"
+        );
+        check!(
+            must(store.get_consent(key, key).await, "get_consent").is_none(),
+            "no consent {key:?}"
+        );
+        check!(
+            !must(store.delete_client(key).await, "delete_client"),
+            "nothing to delete for {key:?}"
+        );
+    }
 }

@@ -2,8 +2,10 @@
 //! Starts the real Tessera server on 127.0.0.1:0 with a fresh store, and drives it over
 //! real HTTP like a browser or a client application would.
 
+mod backend;
 mod browser;
 
+pub use backend::{postgres_url, postgres_url_or_local, Backend, PgSchema};
 pub use browser::{Browser, Callback, ConsentChoice, Form, Stop};
 
 use std::path::PathBuf;
@@ -20,7 +22,6 @@ use tessera_crypto::{MasterKey, Passwords};
 use tessera_server::admin::{self, NewClient, NewUser};
 use tessera_server::{AppState, Clock, ManualClock, Settings};
 use tessera_store::Store;
-use tessera_store_sqlite::SqliteStore;
 
 pub use tessera_server::admin::NewClient as ClientSpec;
 
@@ -84,7 +85,10 @@ pub struct TestServer {
     pub issuer: String,
     pub store: Arc<dyn Store>,
     pub clock: ManualClock,
+    /// The SQLite file (unused on PostgreSQL; see `backend`).
     pub db_path: PathBuf,
+    /// SQLite by default; PostgreSQL when `TESSERA_TEST_DATABASE_URL` says so.
+    pub backend: Backend,
     pub passwords: Passwords,
     pub master_key: MasterKey,
     /// The running server's state (key ring, settings), for tests that rotate keys.
@@ -104,7 +108,8 @@ impl TestServer {
         install_log_capture();
         let dir = tempfile::tempdir().expect("tempdir");
         let db_path = dir.path().join("tessera.db");
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db_path).expect("open store"));
+        let backend = Backend::from_env(dir.path());
+        let store = backend.open().await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -139,6 +144,7 @@ impl TestServer {
             store,
             clock,
             db_path,
+            backend,
             passwords,
             master_key,
             state,
@@ -273,17 +279,14 @@ impl TestServer {
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
-    /// The raw bytes of every store file (database, WAL, shared memory).
+    /// Every byte the store holds (SQLite files, or every PostgreSQL row).
     pub fn store_bytes(&self) -> Vec<u8> {
-        let mut all = Vec::new();
-        for suffix in ["", "-wal", "-shm"] {
-            let mut p = self.db_path.clone().into_os_string();
-            p.push(suffix);
-            if let Ok(bytes) = std::fs::read(PathBuf::from(p)) {
-                all.extend(bytes);
-            }
-        }
-        all
+        self.backend.bytes()
+    }
+
+    /// A new handle on this server's store, as a restarted process would open it.
+    pub async fn reopen_store(&self) -> Arc<dyn Store> {
+        self.backend.open().await
     }
 }
 

@@ -15,7 +15,6 @@ use tessera_crypto::MasterKey;
 use tessera_server::keys::{load_or_init, rotate};
 use tessera_server::{sealer, AppState, Settings};
 use tessera_store::Store;
-use tessera_store_sqlite::SqliteStore;
 use tessera_testkit::{
     contains_bytes, with_query, ClientSpec, ConsentChoice, Pkce, TestClient, TestServer,
 };
@@ -388,7 +387,7 @@ async fn keys_survive_a_restart() {
     server.stop().await;
 
     // A new process: a new store handle on the same file, the same master key.
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&server.db_path).expect("reopen"));
+    let store: Arc<dyn Store> = server.reopen_store().await;
     let ring = load_or_init(&*store, &sealer(&server.master_key).unwrap(), server.now())
         .await
         .expect("keys open after restart");
