@@ -6,7 +6,8 @@
 
 /// Each entry is one migration, run in one transaction with the version bump; never edit
 /// a released one, append a new one.
-pub const MIGRATIONS: &[&str] = &[r#"
+pub const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE tenants (
     id TEXT PRIMARY KEY,
     created_at BIGINT NOT NULL
@@ -135,4 +136,28 @@ CREATE TABLE audit_events (
     detail TEXT
 );
 CREATE INDEX audit_events_at ON audit_events (at);
-"#];
+"#,
+    // 2 and 3: the first migration already holds SQLite's versions 1 to 3 (signing keys,
+    // audit trail); these keep the two backends' version numbers in step.
+    "SELECT 1",
+    "SELECT 1",
+    // 4: developer self-service (settings pages).
+    r#"
+CREATE INDEX clients_owner ON clients (owner);
+CREATE INDEX grants_user_client ON grants (user_id, client_id);
+CREATE INDEX auth_codes_user_client ON auth_codes (user_id, client_id);
+CREATE TABLE personal_access_tokens (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    name TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    grant_id TEXT NOT NULL,
+    token_hash BYTEA NOT NULL UNIQUE,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    last_used_at BIGINT
+);
+CREATE INDEX personal_access_tokens_user ON personal_access_tokens (user_id);
+"#,
+];

@@ -132,4 +132,23 @@ CREATE INDEX access_tokens_expiry ON access_tokens (expires_at);
 CREATE INDEX refresh_tokens_expiry ON refresh_tokens (expires_at);
 CREATE INDEX sessions_expiry ON sessions (expires_at);
 "#,
+    // 4: developer self-service (settings pages).
+    r#"
+CREATE INDEX clients_owner ON clients (owner);
+CREATE INDEX grants_user_client ON grants (user_id, client_id);
+CREATE INDEX auth_codes_user_client ON auth_codes (user_id, client_id);
+CREATE TABLE personal_access_tokens (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    name TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    grant_id TEXT NOT NULL,
+    token_hash BLOB NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    last_used_at INTEGER
+);
+CREATE INDEX personal_access_tokens_user ON personal_access_tokens (user_id);
+"#,
 ];

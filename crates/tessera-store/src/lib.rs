@@ -16,6 +16,7 @@ use tessera_core::model::{
     AccessToken, AuditEvent, AuthorizationCode, Consent, Grant, Hash, Pruned, RefreshToken,
     Session, Tenant, User,
 };
+use tessera_core::personal_token::PersonalAccessToken;
 use tessera_core::UnixTime;
 
 pub mod conformance;
@@ -134,4 +135,43 @@ pub trait Store: Send + Sync + 'static {
         new: &[SigningKeyRecord],
         retire: &[KeyRetirement],
     ) -> StoreResult<()>;
+
+    // ---- Developer self-service (settings pages): clients owned by users, the apps a
+    // user authorized, personal access tokens. ----
+
+    /// Clients whose `owner` is this user id, oldest first.
+    async fn list_clients_by_owner(&self, owner: &str) -> StoreResult<Vec<Client>>;
+    /// Replaces the stored settings of an existing client (name, redirect URIs, …); the
+    /// secret hash, owner and creation time stay. Returns whether the client existed.
+    async fn update_client(&self, client: &Client) -> StoreResult<bool>;
+    /// Every consent this user gave, most recent first.
+    async fn list_consents(&self, user_id: &str) -> StoreResult<Vec<Consent>>;
+    /// Deletes the user's consent for the client and, in the same step, revokes every grant
+    /// (so every access and refresh token) the client holds for that user and consumes its
+    /// unused codes. Returns whether there was a consent or a live grant.
+    async fn revoke_consent(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        now: UnixTime,
+    ) -> StoreResult<bool>;
+    /// Stores a personal access token with its grant and access token (`issuance`),
+    /// atomically.
+    async fn create_personal_token(
+        &self,
+        token: &PersonalAccessToken,
+        issuance: &Issuance,
+    ) -> StoreResult<()>;
+    /// The user's personal access tokens, newest first.
+    async fn list_personal_tokens(&self, user_id: &str) -> StoreResult<Vec<PersonalAccessToken>>;
+    /// Revokes the user's token `id` (its grant) and forgets it. Returns whether this user
+    /// had such a token: another user's id changes nothing.
+    async fn revoke_personal_token(
+        &self,
+        user_id: &str,
+        id: &str,
+        now: UnixTime,
+    ) -> StoreResult<bool>;
+    /// Records that the token with this hash was used (at most one write a minute).
+    async fn touch_personal_token(&self, token_hash: &Hash, now: UnixTime) -> StoreResult<()>;
 }
