@@ -33,6 +33,8 @@ pub struct ServeConfig {
     pub key_rotation_interval: i64,
     /// `[rate_limits]` table in the file (see README).
     pub rate_limits: tessera_server::limits::RateLimitSettings,
+    /// Whether signed-in users may register their own clients on `/settings/api`.
+    pub allow_user_clients: bool,
 }
 
 impl Default for ServeConfig {
@@ -52,6 +54,7 @@ impl Default for ServeConfig {
             password_concurrency: s.password_concurrency,
             key_rotation_interval: s.key_rotation_interval,
             rate_limits: s.rate_limits,
+            allow_user_clients: s.allow_user_clients,
         }
     }
 }
@@ -71,6 +74,7 @@ const ENV_KEYS: &[&str] = &[
     "max_body_bytes",
     "password_concurrency",
     "key_rotation_interval",
+    "allow_user_clients",
 ];
 
 pub struct Flags {
@@ -148,6 +152,7 @@ impl ServeConfig {
             password_concurrency: self.password_concurrency,
             key_rotation_interval: self.key_rotation_interval,
             rate_limits: self.rate_limits.clone(),
+            allow_user_clients: self.allow_user_clients,
         };
         settings
             .validate()

@@ -22,6 +22,8 @@ pub struct Settings {
     pub key_rotation_interval: i64,
     /// Abuse limits (HTTP 429 with Retry-After).
     pub rate_limits: crate::limits::RateLimitSettings,
+    /// Whether signed-in users may register OAuth clients of their own on `/settings/api`.
+    pub allow_user_clients: bool,
 }
 
 impl Default for Settings {
@@ -35,6 +37,7 @@ impl Default for Settings {
             password_concurrency: 2,
             key_rotation_interval: 0,
             rate_limits: crate::limits::RateLimitSettings::default(),
+            allow_user_clients: true,
         }
     }
 }

@@ -4,6 +4,7 @@ mod authorize;
 mod meta;
 mod pages;
 mod resource;
+mod settings;
 mod token;
 
 use axum::extract::DefaultBodyLimit;
@@ -52,6 +53,20 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(crate::metrics::render))
         .route("/static/tessera.css", get(meta::css))
         .route("/static/form_post.js", get(meta::form_post_js))
+        // Developer self-service pages.
+        .route(settings::API_PATH, get(settings::api_get))
+        .route("/settings/api/clients", post(settings::create_client))
+        .route(
+            "/settings/api/clients/{id}",
+            get(settings::edit_client_get).post(settings::edit_client_post),
+        )
+        .route("/settings/api/clients/{id}/rotate-secret", post(settings::rotate_secret))
+        .route("/settings/api/clients/{id}/delete", post(settings::delete_client))
+        .route("/settings/api/tokens", post(settings::create_token))
+        .route("/settings/api/tokens/{id}/revoke", post(settings::revoke_token))
+        .route(settings::APPS_PATH, get(settings::apps_get))
+        .route("/settings/apps/{client_id}/revoke", post(settings::revoke_app))
+        .route("/static/settings.js", get(settings::settings_js))
         .fallback(meta::not_found)
         .layer(DefaultBodyLimit::max(state.settings().max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), crate::security::headers))

@@ -15,3 +15,4 @@ mod oidc;
 mod ops;
 mod pages;
 mod security;
+mod settings;
