@@ -854,3 +854,70 @@ async fn settings_pages_load_only_their_own_assets_and_cannot_be_framed() {
         .unwrap()
         .starts_with("text/javascript"));
 }
+
+#[tokio::test]
+async fn a_public_client_gets_no_secret_and_proves_itself_with_pkce() {
+    let server = TestServer::start().await;
+    let browser = signed_in(&server, "ann").await;
+    let (_, html) = page(&browser, "/settings/api").await;
+    let csrf = csrf_of(&html);
+    let resp = browser
+        .post(
+            "/settings/api/clients",
+            &fields(
+                &csrf,
+                &[
+                    ("name", "Ann's SPA"),
+                    ("callback_urls", CALLBACK),
+                    ("client_type", "public"),
+                ],
+            ),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let html = resp.text().await.unwrap();
+    let id = value_of(&html, "new-client-id").expect("Client ID shown");
+    assert!(value_of(&html, "new-client-secret").is_none(), "no secret");
+    let stored = server.store.get_client(&id).await.unwrap().unwrap();
+    assert!(stored.public && stored.require_pkce && stored.secret_hash.is_none());
+
+    let (_, html) = page(&browser, "/settings/api").await;
+    assert!(html.contains("Public (PKCE)"));
+    assert!(tessera_testkit::Form::with_action(
+        &html,
+        &format!("/settings/api/clients/{id}/rotate-secret")
+    )
+    .is_none());
+    let resp = browser
+        .post(
+            &format!("/settings/api/clients/{id}/rotate-secret"),
+            &fields(&csrf, &[]),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+
+    // The code flow with client_id and PKCE only.
+    let pkce = Pkce::new();
+    let cb = browser
+        .authorize(
+            &authorize_url(&server, &id, &pkce, "openid"),
+            None,
+            Some(ConsentChoice::Allow),
+        )
+        .await
+        .expect("callback");
+    let (status, _, body) = server
+        .post_form(
+            "/oauth2/token",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", cb.code()),
+                ("redirect_uri", CALLBACK),
+                ("code_verifier", &pkce.verifier),
+                ("client_id", &id),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
