@@ -160,3 +160,28 @@ impl ServeConfig {
         Ok(settings)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn user_clients_are_allowed_unless_the_config_file_says_otherwise() {
+        let bound: std::net::SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let flags = |config_file| Flags {
+            config_file,
+            listen: None,
+            issuer: None,
+            database_url: None,
+        };
+        let defaults = load(&flags(None)).unwrap();
+        assert!(defaults.settings(bound).unwrap().allow_user_clients);
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tessera.toml");
+        std::fs::write(&file, "allow_user_clients = false\n").unwrap();
+        let off = load(&flags(Some(file))).unwrap();
+        assert!(!off.settings(bound).unwrap().allow_user_clients);
+    }
+}
