@@ -3,6 +3,13 @@
 # conformance, end-to-end HTTP, CLI), then the fuzz targets for a bounded time. Works on a fresh machine with the Rust toolchain.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The settings pages are tested in headless Chromium through chromedriver
+# (crates/tessera-testkit/tests/browser.rs); install both when missing (CI runs as root).
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y --no-install-recommends chromium chromium-driver \
+        || { apt-get update && apt-get install -y --no-install-recommends chromium chromium-driver; }
+fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked

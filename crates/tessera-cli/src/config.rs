@@ -35,6 +35,8 @@ pub struct ServeConfig {
     pub key_reload_interval: u64,
     /// `[rate_limits]` table in the file (see README).
     pub rate_limits: tessera_server::limits::RateLimitSettings,
+    /// Whether signed-in users may register their own clients on `/settings/api`.
+    pub allow_user_clients: bool,
 }
 
 impl Default for ServeConfig {
@@ -56,6 +58,7 @@ impl Default for ServeConfig {
             refresh_retry_window: s.refresh_retry_window,
             key_reload_interval: s.key_reload_interval,
             rate_limits: s.rate_limits,
+            allow_user_clients: s.allow_user_clients,
         }
     }
 }
@@ -77,6 +80,7 @@ const ENV_KEYS: &[&str] = &[
     "key_rotation_interval",
     "refresh_retry_window",
     "key_reload_interval",
+    "allow_user_clients",
 ];
 
 pub struct Flags {
@@ -156,10 +160,36 @@ impl ServeConfig {
             refresh_retry_window: self.refresh_retry_window,
             key_reload_interval: self.key_reload_interval,
             rate_limits: self.rate_limits.clone(),
+            allow_user_clients: self.allow_user_clients,
         };
         settings
             .validate()
             .map_err(|e| anyhow!("invalid configuration: {e}"))?;
         Ok(settings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn user_clients_are_allowed_unless_the_config_file_says_otherwise() {
+        let bound: std::net::SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let flags = |config_file| Flags {
+            config_file,
+            listen: None,
+            issuer: None,
+            database_url: None,
+        };
+        let defaults = load(&flags(None)).unwrap();
+        assert!(defaults.settings(bound).unwrap().allow_user_clients);
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tessera.toml");
+        std::fs::write(&file, "allow_user_clients = false\n").unwrap();
+        let off = load(&flags(Some(file))).unwrap();
+        assert!(!off.settings(bound).unwrap().allow_user_clients);
     }
 }

@@ -44,12 +44,17 @@ impl Cluster {
     /// `n` nodes on a fresh schema, sharing the master key and the issuer; `envs` are
     /// extra settings for every node.
     fn start(n: usize, envs: &[(&str, &str)]) -> Cluster {
+        Cluster::start_with(n, envs, &[])
+    }
+
+    /// As `start`, with extra `tessera serve` arguments.
+    fn start_with(n: usize, envs: &[(&str, &str)], serve_args: &[&str]) -> Cluster {
         let schema = PgSchema::new("cluster");
         let url = schema.url(&postgres_url_or_local());
         let dir = tempfile::tempdir().unwrap();
         let mut nodes = Vec::new();
         for _ in 0..n {
-            nodes.push(start_node(dir.path(), &url, envs));
+            nodes.push(start_node(dir.path(), &url, envs, serve_args));
         }
         Cluster {
             nodes,
@@ -127,10 +132,11 @@ impl Cluster {
 }
 
 #[allow(clippy::zombie_processes)] // Node waits for the child on drop
-fn start_node(dir: &Path, url: &str, envs: &[(&str, &str)]) -> Node {
+fn start_node(dir: &Path, url: &str, envs: &[(&str, &str)], serve_args: &[&str]) -> Node {
     let mut cmd = Command::new(BIN);
     cmd.args(["--database", url, "serve", "--listen", "127.0.0.1:0"])
         .args(["--issuer", ISSUER])
+        .args(serve_args)
         .env_remove("TESSERA_DATABASE_URL")
         .env("TESSERA_MASTER_KEY", MASTER_KEY)
         .env("RUST_LOG", "info")
@@ -564,4 +570,48 @@ async fn keys_rotated_anywhere_are_published_by_every_node_within_the_reload_int
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+#[tokio::test]
+async fn failure_limits_are_counted_across_nodes() {
+    // Six failures a minute per address, whichever node sees them; each node alone
+    // would allow six as well, so per-node counting would never answer 429 here.
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("tessera.toml");
+    std::fs::write(
+        &config,
+        "[rate_limits]\ntoken_failures = { burst = 6, per_minute = 1 }\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    let cluster = Cluster::start_with(3, &[], &["--config", &config]);
+    let client = cluster.provision();
+    let mut statuses = Vec::new();
+    for i in 0..12 {
+        let (status, body) = token(
+            cluster.node(i),
+            &client,
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", "no-such-code"),
+                ("redirect_uri", REDIRECT),
+            ],
+        )
+        .await;
+        assert!(
+            status.as_u16() == 400 || status.as_u16() == 429,
+            "{status} {body}"
+        );
+        statuses.push(status.as_u16());
+    }
+    // 6 allowed, then each of the 3 nodes learns of the excess at its next failure.
+    let first_429 = statuses.iter().position(|s| *s == 429);
+    assert!(
+        first_429.is_some_and(|i| i <= 6 + 3),
+        "cluster-wide counting blocks by the 10th failure: {statuses:?}"
+    );
+    assert!(
+        statuses[9..].iter().all(|s| *s == 429),
+        "then every node refuses: {statuses:?}"
+    );
 }

@@ -10,6 +10,7 @@ pub mod error;
 pub mod keys;
 pub mod model;
 pub mod params;
+pub mod personal_token;
 pub mod pkce;
 pub mod redirect;
 pub mod scope;

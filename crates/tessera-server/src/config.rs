@@ -29,6 +29,8 @@ pub struct Settings {
     /// How often each node re-reads the signing keys from the store (seconds), so keys
     /// rotated on another node are published here within this bound.
     pub key_reload_interval: u64,
+    /// Whether signed-in users may register OAuth clients of their own on `/settings/api`.
+    pub allow_user_clients: bool,
 }
 
 impl Default for Settings {
@@ -44,6 +46,7 @@ impl Default for Settings {
             rate_limits: crate::limits::RateLimitSettings::default(),
             refresh_retry_window: 0,
             key_reload_interval: 30,
+            allow_user_clients: true,
         }
     }
 }

@@ -19,6 +19,8 @@ pub const REFRESH_PREFIX: &str = "trt_";
 pub const CODE_PREFIX: &str = "tac_";
 pub const SESSION_PREFIX: &str = "tss_";
 pub const CLIENT_SECRET_PREFIX: &str = "tcs_";
+/// Personal access tokens (settings pages): access tokens a user created by hand.
+pub const PERSONAL_TOKEN_PREFIX: &str = "tpat_";
 
 pub fn secret(prefix: &str) -> Result<String, OAuthError> {
     random_secret(prefix).map_err(|e| {
@@ -171,6 +173,7 @@ pub fn new_grant_id() -> Result<String, OAuthError> {
 /// Whether `token` looks like one of our access tokens (opaque or JWT).
 pub fn is_access_token(token: &str) -> bool {
     token.starts_with(ACCESS_PREFIX)
+        || token.starts_with(PERSONAL_TOKEN_PREFIX)
         || (token.starts_with("eyJ") && token.matches('.').count() == 2)
 }
 

@@ -16,6 +16,7 @@ mod metrics;
 mod pages;
 mod routes;
 mod security;
+pub mod self_service;
 mod session;
 mod state;
 

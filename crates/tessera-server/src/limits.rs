@@ -3,7 +3,8 @@
 //! doubling at each repeat. Successful requests of a well-behaved client cost nothing, so
 //! no legitimate integration is ever throttled; a storm of failures is.
 //!
-//! Counters are per node (in memory); see ARCHITECTURE.md.
+//! Counters are per node (in memory) and, when the store is shared by a cluster
+//! (PostgreSQL), also counted cluster-wide in the store; see ARCHITECTURE.md.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -99,6 +100,10 @@ const MAX_TRACKED: usize = 100_000;
 
 /// One keyed bucket with blocking and growing back-off.
 pub struct Limiter {
+    /// Names this limiter's keys in the shared counters.
+    name: &'static str,
+    /// Failures allowed per key and minute across the cluster.
+    burst: u32,
     buckets: DefaultKeyedRateLimiter<String>,
     blocked: Mutex<HashMap<String, (Instant, u32)>>,
 }
@@ -110,8 +115,10 @@ fn quota(b: Bucket) -> Quota {
 }
 
 impl Limiter {
-    pub fn new(b: Bucket) -> Limiter {
+    pub fn new(name: &'static str, b: Bucket) -> Limiter {
         Limiter {
+            name,
+            burst: b.burst,
             buckets: RateLimiter::keyed(quota(b)),
             blocked: Mutex::new(HashMap::new()),
         }
@@ -135,8 +142,46 @@ impl Limiter {
             Ok(Err(not_until)) => not_until.wait_time_from(DefaultClock::default().now()),
             Err(_) => Duration::from_secs(60),
         };
+        Some(self.block(key, wait))
+    }
+
+    /// `charge`, and the same failure counted cluster-wide when the store shares counters:
+    /// a key with more than `burst` failures in the current minute, over all nodes, is
+    /// blocked here as well. A node learns of a cluster-wide excess at its next failure for
+    /// that key, so N nodes let through at most N-1 failures beyond the burst.
+    pub async fn charge_shared(
+        &self,
+        store: &dyn tessera_store::Store,
+        key: &str,
+        cost: u32,
+        now: i64,
+    ) -> Option<Duration> {
+        let local = self.charge(key, cost);
+        let Some(counters) = store.shared_counters() else {
+            return local;
+        };
+        let window = now - now.rem_euclid(60);
+        let shared_key = format!("{}:{key}", self.name);
+        match counters.add_failures(&shared_key, window, cost).await {
+            Ok(total) if total > u64::from(self.burst) => {
+                let rest_of_window = u64::try_from(window + 60 - now).unwrap_or(1);
+                local.or_else(|| Some(self.block(key, Duration::from_secs(rest_of_window))))
+            }
+            Ok(_) => local,
+            Err(e) => {
+                tracing::warn!(error = %e, "shared failure counters unavailable: counting on this node only");
+                local
+            }
+        }
+    }
+
+    /// Blocks `key` for at least `wait`, doubled for each block it already had (up to 15
+    /// minutes); returns the block's length.
+    fn block(&self, key: &str, wait: Duration) -> Duration {
         let now = Instant::now();
-        let mut map = self.blocked.lock().ok()?;
+        let Ok(mut map) = self.blocked.lock() else {
+            return wait;
+        };
         if map.len() >= MAX_TRACKED {
             map.retain(|_, (until, _)| *until > now);
         }
@@ -147,7 +192,7 @@ impl Limiter {
             .saturating_mul(factor)
             .min(MAX_BLOCK);
         map.insert(key.to_owned(), (now + block, strikes));
-        Some(block)
+        block
     }
 
     /// Charges one unit to a plain request rate (no blocking memory).
@@ -175,10 +220,10 @@ pub struct Limits {
 impl Limits {
     pub fn new(settings: RateLimitSettings) -> Limits {
         Limits {
-            token_failures: Limiter::new(settings.token_failures),
-            login_per_user: Limiter::new(settings.login_failures_per_user),
-            login_per_ip: Limiter::new(settings.login_failures_per_ip),
-            authorize: Limiter::new(settings.authorize_requests),
+            token_failures: Limiter::new("token", settings.token_failures),
+            login_per_user: Limiter::new("login-user", settings.login_failures_per_user),
+            login_per_ip: Limiter::new("login-ip", settings.login_failures_per_ip),
+            authorize: Limiter::new("authorize", settings.authorize_requests),
             settings,
         }
     }
@@ -216,10 +261,13 @@ mod tests {
 
     #[test]
     fn failures_block_after_the_burst_and_blocks_grow() {
-        let l = Limiter::new(Bucket {
-            burst: 3,
-            per_minute: 1,
-        });
+        let l = Limiter::new(
+            "test",
+            Bucket {
+                burst: 3,
+                per_minute: 1,
+            },
+        );
         assert_eq!(l.charge("k", 1), None);
         assert_eq!(l.charge("k", 2), None);
         let first = l.charge("k", 1).expect("blocked");
@@ -303,7 +351,11 @@ pub async fn client_endpoint_guard(
     }
     let resp = next.run(req).await;
     if resp.status() == axum::http::StatusCode::BAD_REQUEST
-        && limits.token_failures.charge(&key, 1).is_some()
+        && limits
+            .token_failures
+            .charge_shared(&**state.store(), &key, 1, state.now())
+            .await
+            .is_some()
     {
         tracing::warn!(%ip, "token endpoint failures: address blocked");
     }

@@ -29,8 +29,9 @@ use tessera_core::model::{
     AccessToken, AuditEvent, AuthorizationCode, Consent, Grant, Hash, Pruned, RefreshToken,
     Rotation, Session, Tenant, TokenState, User,
 };
+use tessera_core::personal_token::PersonalAccessToken;
 use tessera_core::{ScopeSet, UnixTime};
-use tessera_store::{Issuance, Store, StoreError, StoreResult, Swap};
+use tessera_store::{Issuance, SharedCounters, Store, StoreError, StoreResult, Swap};
 
 /// Pool size when none is configured.
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
@@ -469,7 +470,31 @@ async fn insert_issuance(conn: &mut PgConnection, iss: &Issuance) -> StoreResult
 }
 
 #[async_trait]
+impl SharedCounters for PostgresStore {
+    async fn add_failures(&self, key: &str, window_start: UnixTime, cost: u32) -> StoreResult<u64> {
+        // One statement, atomic under concurrency from every node.
+        let total: i64 = sqlx::query_scalar(
+            "INSERT INTO failure_counters (key, window_start, count) VALUES ($1, $2, $3)
+             ON CONFLICT (key, window_start)
+             DO UPDATE SET count = failure_counters.count + EXCLUDED.count
+             RETURNING count",
+        )
+        .bind(key.replace('\0', ""))
+        .bind(window_start)
+        .bind(i64::from(cost))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(u64::try_from(total).unwrap_or(0))
+    }
+}
+
+#[async_trait]
 impl Store for PostgresStore {
+    fn shared_counters(&self) -> Option<&dyn SharedCounters> {
+        Some(self)
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         self.pool
             .execute(sqlx::raw_sql("SELECT 1"))
@@ -1069,6 +1094,10 @@ impl Store for PostgresStore {
                         (SELECT hash FROM sessions WHERE expires_at < $1 LIMIT $2)")
             .await?,
         };
+        // Failure counters of windows long closed (not reported: they are not grants).
+        prune(&mut tx, now - 300, batch, "DELETE FROM failure_counters WHERE (key, window_start) IN
+                    (SELECT key, window_start FROM failure_counters WHERE window_start < $1 LIMIT $2)")
+        .await?;
         tx.commit().await.map_err(map_err)?;
         Ok(pruned)
     }
@@ -1118,6 +1147,190 @@ impl Store for PostgresStore {
         }
         tx.commit().await.map_err(map_err)
     }
+
+    // ---- Developer self-service (settings pages). ----
+
+    async fn list_clients_by_owner(&self, owner: &str) -> StoreResult<Vec<Client>> {
+        sqlx::query(
+            "SELECT secret_hash, settings FROM clients WHERE owner = $1 ORDER BY created_at, id",
+        )
+        .bind(owner)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?
+        .iter()
+        .map(client_from)
+        .collect()
+    }
+
+    async fn update_client(&self, client: &Client) -> StoreResult<bool> {
+        let n = sqlx::query("UPDATE clients SET settings = $1 WHERE id = $2")
+            .bind(to_json(client)?)
+            .bind(&client.id)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?
+            .rows_affected();
+        Ok(n > 0)
+    }
+
+    async fn list_consents(&self, user_id: &str) -> StoreResult<Vec<Consent>> {
+        sqlx::query("SELECT * FROM consents WHERE user_id = $1 ORDER BY granted_at DESC, client_id")
+            .bind(user_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?
+            .iter()
+            .map(consent_from)
+            .collect()
+    }
+
+    async fn revoke_consent(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        now: UnixTime,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let consents = sqlx::query("DELETE FROM consents WHERE user_id = $1 AND client_id = $2")
+            .bind(user_id)
+            .bind(client_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?
+            .rows_affected();
+        let grants = sqlx::query(
+            "UPDATE grants SET revoked_at = $3
+             WHERE user_id = $1 AND client_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(user_id)
+        .bind(client_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?
+        .rows_affected();
+        // A code already issued must not outlive the consent it came from.
+        sqlx::query(
+            "UPDATE auth_codes SET used_at = $3
+             WHERE user_id = $1 AND client_id = $2 AND used_at IS NULL",
+        )
+        .bind(user_id)
+        .bind(client_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(consents + grants > 0)
+    }
+
+    async fn create_personal_token(
+        &self,
+        token: &PersonalAccessToken,
+        issuance: &Issuance,
+    ) -> StoreResult<()> {
+        let t = token;
+        let mut tx = self.begin().await?;
+        insert_issuance(&mut tx, issuance).await?;
+        sqlx::query(
+            "INSERT INTO personal_access_tokens
+             (id, user_id, tenant, name, scope, grant_id, token_hash, created_at, expires_at, last_used_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&t.id)
+        .bind(&t.user_id)
+        .bind(&t.tenant)
+        .bind(&t.name)
+        .bind(t.scope.to_string())
+        .bind(&t.grant_id)
+        .bind(t.token_hash.as_slice())
+        .bind(t.created_at)
+        .bind(t.expires_at)
+        .bind(t.last_used_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn list_personal_tokens(&self, user_id: &str) -> StoreResult<Vec<PersonalAccessToken>> {
+        sqlx::query(
+            "SELECT * FROM personal_access_tokens WHERE user_id = $1 ORDER BY created_at DESC, id",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?
+        .iter()
+        .map(personal_token_from)
+        .collect()
+    }
+
+    async fn revoke_personal_token(
+        &self,
+        user_id: &str,
+        id: &str,
+        now: UnixTime,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let grant: Option<String> = sqlx::query_scalar(
+            "DELETE FROM personal_access_tokens WHERE id = $1 AND user_id = $2 RETURNING grant_id",
+        )
+        .bind(id)
+        .bind(user_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        let Some(grant) = grant else {
+            return Ok(false);
+        };
+        sqlx::query("UPDATE grants SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(now)
+            .bind(&grant)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(true)
+    }
+
+    async fn touch_personal_token(&self, token_hash: &Hash, now: UnixTime) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE personal_access_tokens SET last_used_at = $1
+             WHERE token_hash = $2 AND (last_used_at IS NULL OR last_used_at <= $1 - 60)",
+        )
+        .bind(now)
+        .bind(token_hash.as_slice())
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+}
+
+fn consent_from(row: &PgRow) -> StoreResult<Consent> {
+    Ok(Consent {
+        user_id: get(row, "user_id")?,
+        client_id: get(row, "client_id")?,
+        scope: scope_of(row, "scope")?,
+        granted_at: get(row, "granted_at")?,
+    })
+}
+
+fn personal_token_from(row: &PgRow) -> StoreResult<PersonalAccessToken> {
+    Ok(PersonalAccessToken {
+        id: get(row, "id")?,
+        user_id: get(row, "user_id")?,
+        tenant: get(row, "tenant")?,
+        name: get(row, "name")?,
+        scope: scope_of(row, "scope")?,
+        grant_id: get(row, "grant_id")?,
+        token_hash: hash_of(row, "token_hash")?,
+        created_at: get(row, "created_at")?,
+        expires_at: get(row, "expires_at")?,
+        last_used_at: get(row, "last_used_at")?,
+    })
 }
 
 #[cfg(test)]

@@ -137,6 +137,29 @@ CREATE TABLE audit_events (
 );
 CREATE INDEX audit_events_at ON audit_events (at);
 "#,
+    // 2 and 3: the first migration already holds SQLite's versions 1 to 3 (signing keys,
+    // audit trail); these keep the two backends' version numbers in step.
+    "SELECT 1",
+    "SELECT 1",
+    // 4: developer self-service (settings pages).
+    r#"
+CREATE INDEX clients_owner ON clients (owner);
+CREATE INDEX grants_user_client ON grants (user_id, client_id);
+CREATE INDEX auth_codes_user_client ON auth_codes (user_id, client_id);
+CREATE TABLE personal_access_tokens (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    name TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    grant_id TEXT NOT NULL,
+    token_hash BYTEA NOT NULL UNIQUE,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    last_used_at BIGINT
+);
+CREATE INDEX personal_access_tokens_user ON personal_access_tokens (user_id);
+"#,
     // The refresh retry window: when and into what a refresh token was rotated, and its
     // successor sealed (only while a retry may still need it).
     r#"
@@ -145,5 +168,15 @@ ALTER TABLE refresh_tokens ADD COLUMN successor_hash BYTEA;
 ALTER TABLE refresh_tokens ADD COLUMN successor_sealed BYTEA;
 CREATE INDEX refresh_tokens_sealed_successor ON refresh_tokens (successor_hash)
     WHERE successor_sealed IS NOT NULL;
+"#,
+    // Failure counters shared by the nodes of a cluster (abuse limits). UNLOGGED: losing
+    // a minute of counts in a crash is harmless, and it spares the WAL.
+    r#"
+CREATE UNLOGGED TABLE failure_counters (
+    key TEXT NOT NULL,
+    window_start BIGINT NOT NULL,
+    count BIGINT NOT NULL,
+    PRIMARY KEY (key, window_start)
+);
 "#,
 ];

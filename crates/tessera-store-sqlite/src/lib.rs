@@ -24,6 +24,7 @@ use tessera_core::model::{
     AccessToken, AuditEvent, AuthorizationCode, Consent, Grant, Hash, Pruned, RefreshToken,
     Rotation, Session, Tenant, TokenState, User,
 };
+use tessera_core::personal_token::PersonalAccessToken;
 use tessera_core::{ScopeSet, UnixTime};
 use tessera_store::{Issuance, Store, StoreError, StoreResult, Swap};
 
@@ -1103,6 +1104,201 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    // ---- Developer self-service (settings pages). ----
+
+    async fn list_clients_by_owner(&self, owner: &str) -> StoreResult<Vec<Client>> {
+        let owner = owner.to_owned();
+        self.read(move |c| {
+            let mut s = c
+                .prepare_cached(
+                    "SELECT secret_hash, settings FROM clients WHERE owner = ?1 ORDER BY created_at, id",
+                )
+                .map_err(map_err)?;
+            let rows = s.query_map([owner], client_from).map_err(map_err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn update_client(&self, client: &Client) -> StoreResult<bool> {
+        let settings = to_json(client)?;
+        let id = client.id.clone();
+        self.write(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE clients SET settings = ?1 WHERE id = ?2",
+                    params![settings, id],
+                )
+                .map_err(map_err)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn list_consents(&self, user_id: &str) -> StoreResult<Vec<Consent>> {
+        let user_id = user_id.to_owned();
+        self.read(move |c| {
+            let mut s = c
+                .prepare_cached(
+                    "SELECT * FROM consents WHERE user_id = ?1 ORDER BY granted_at DESC, client_id",
+                )
+                .map_err(map_err)?;
+            let rows = s.query_map([user_id], consent_from).map_err(map_err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn revoke_consent(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        now: UnixTime,
+    ) -> StoreResult<bool> {
+        let (u, cl) = (user_id.to_owned(), client_id.to_owned());
+        self.write(move |c| {
+            let consents = c
+                .execute(
+                    "DELETE FROM consents WHERE user_id = ?1 AND client_id = ?2",
+                    params![u, cl],
+                )
+                .map_err(map_err)?;
+            let grants = c
+                .execute(
+                    "UPDATE grants SET revoked_at = ?3
+                     WHERE user_id = ?1 AND client_id = ?2 AND revoked_at IS NULL",
+                    params![u, cl, now],
+                )
+                .map_err(map_err)?;
+            // A code already issued must not outlive the consent it came from.
+            c.execute(
+                "UPDATE auth_codes SET used_at = ?3
+                 WHERE user_id = ?1 AND client_id = ?2 AND used_at IS NULL",
+                params![u, cl, now],
+            )
+            .map_err(map_err)?;
+            Ok(consents + grants > 0)
+        })
+        .await
+    }
+
+    async fn create_personal_token(
+        &self,
+        token: &PersonalAccessToken,
+        issuance: &Issuance,
+    ) -> StoreResult<()> {
+        let (t, iss) = (token.clone(), issuance.clone());
+        self.write(move |c| {
+            insert_issuance(c, &iss)?;
+            c.execute(
+                "INSERT INTO personal_access_tokens
+                 (id, user_id, tenant, name, scope, grant_id, token_hash, created_at, expires_at, last_used_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    t.id,
+                    t.user_id,
+                    t.tenant,
+                    t.name,
+                    t.scope.to_string(),
+                    t.grant_id,
+                    t.token_hash.as_slice(),
+                    t.created_at,
+                    t.expires_at,
+                    t.last_used_at
+                ],
+            )
+            .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_personal_tokens(&self, user_id: &str) -> StoreResult<Vec<PersonalAccessToken>> {
+        let user_id = user_id.to_owned();
+        self.read(move |c| {
+            let mut s = c
+                .prepare_cached(
+                    "SELECT * FROM personal_access_tokens WHERE user_id = ?1 ORDER BY created_at DESC, id",
+                )
+                .map_err(map_err)?;
+            let rows = s.query_map([user_id], personal_token_from).map_err(map_err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn revoke_personal_token(
+        &self,
+        user_id: &str,
+        id: &str,
+        now: UnixTime,
+    ) -> StoreResult<bool> {
+        let (u, id) = (user_id.to_owned(), id.to_owned());
+        self.write(move |c| {
+            let grant: Option<String> = c
+                .query_row(
+                    "SELECT grant_id FROM personal_access_tokens WHERE id = ?1 AND user_id = ?2",
+                    params![id, u],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(map_err)?;
+            let Some(grant) = grant else {
+                return Ok(false);
+            };
+            c.execute(
+                "UPDATE grants SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
+                params![now, grant],
+            )
+            .map_err(map_err)?;
+            c.execute(
+                "DELETE FROM personal_access_tokens WHERE id = ?1",
+                params![id],
+            )
+            .map_err(map_err)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn touch_personal_token(&self, token_hash: &Hash, now: UnixTime) -> StoreResult<()> {
+        let h = *token_hash;
+        self.write(move |c| {
+            c.execute(
+                "UPDATE personal_access_tokens SET last_used_at = ?1
+                 WHERE token_hash = ?2 AND (last_used_at IS NULL OR last_used_at <= ?1 - 60)",
+                params![now, h.as_slice()],
+            )
+            .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+fn consent_from(r: &Row) -> rusqlite::Result<Consent> {
+    Ok(Consent {
+        user_id: r.get("user_id")?,
+        client_id: r.get("client_id")?,
+        scope: scope_of(r, "scope")?,
+        granted_at: r.get("granted_at")?,
+    })
+}
+
+fn personal_token_from(r: &Row) -> rusqlite::Result<PersonalAccessToken> {
+    Ok(PersonalAccessToken {
+        id: r.get("id")?,
+        user_id: r.get("user_id")?,
+        tenant: r.get("tenant")?,
+        name: r.get("name")?,
+        scope: scope_of(r, "scope")?,
+        grant_id: r.get("grant_id")?,
+        token_hash: hash_of(r, "token_hash")?,
+        created_at: r.get("created_at")?,
+        expires_at: r.get("expires_at")?,
+        last_used_at: r.get("last_used_at")?,
+    })
 }
 
 /// Re-exported so callers can name the store type without depending on rusqlite.

@@ -132,6 +132,25 @@ CREATE INDEX access_tokens_expiry ON access_tokens (expires_at);
 CREATE INDEX refresh_tokens_expiry ON refresh_tokens (expires_at);
 CREATE INDEX sessions_expiry ON sessions (expires_at);
 "#,
+    // 4: developer self-service (settings pages).
+    r#"
+CREATE INDEX clients_owner ON clients (owner);
+CREATE INDEX grants_user_client ON grants (user_id, client_id);
+CREATE INDEX auth_codes_user_client ON auth_codes (user_id, client_id);
+CREATE TABLE personal_access_tokens (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    name TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    grant_id TEXT NOT NULL,
+    token_hash BLOB NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    last_used_at INTEGER
+);
+CREATE INDEX personal_access_tokens_user ON personal_access_tokens (user_id);
+"#,
     // The refresh retry window: when and into what a refresh token was rotated, and its
     // successor sealed (only while a retry may still need it).
     r#"
@@ -141,4 +160,7 @@ ALTER TABLE refresh_tokens ADD COLUMN successor_sealed BLOB;
 CREATE INDEX refresh_tokens_sealed_successor ON refresh_tokens (successor_hash)
     WHERE successor_sealed IS NOT NULL;
 "#,
+    // The PostgreSQL store's shared failure counters; SQLite is one node and counts in
+    // memory. Kept so both backends number their migrations alike.
+    "SELECT 1",
 ];

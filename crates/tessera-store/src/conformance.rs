@@ -167,7 +167,10 @@ pub async fn run_all(store: Arc<dyn Store>) {
     signing_keys(&*store).await;
     audit_trail(&*store).await;
     janitor_prunes_only_dead_rows(&*store).await;
+    self_service::run(&*store).await;
 }
+
+mod self_service;
 
 async fn audit_trail(store: &dyn Store) {
     use tessera_core::model::AuditEvent;

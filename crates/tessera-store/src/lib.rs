@@ -16,6 +16,7 @@ use tessera_core::model::{
     AccessToken, AuditEvent, AuthorizationCode, Consent, Grant, Hash, Pruned, RefreshToken,
     Session, Tenant, User,
 };
+use tessera_core::personal_token::PersonalAccessToken;
 use tessera_core::UnixTime;
 
 pub mod conformance;
@@ -57,10 +58,25 @@ pub enum Swap {
     AlreadyUsed,
 }
 
+/// Failure counters every node of a cluster shares (PostgreSQL), so abuse limits hold
+/// however a load balancer spreads the requests. Counts live in fixed one-minute windows.
+#[async_trait]
+pub trait SharedCounters: Send + Sync {
+    /// Adds `cost` to `key`'s count in the window starting at `window_start` (Unix
+    /// seconds) and returns the window's new total.
+    async fn add_failures(&self, key: &str, window_start: UnixTime, cost: u32) -> StoreResult<u64>;
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Cheap round trip, for readiness checks.
     async fn ping(&self) -> StoreResult<()>;
+
+    /// Counters shared with other nodes on the same store, if this store can be shared
+    /// (SQLite is one node by construction: its limits stay in memory).
+    fn shared_counters(&self) -> Option<&dyn SharedCounters> {
+        None
+    }
 
     async fn create_tenant(&self, tenant: &Tenant) -> StoreResult<()>;
     async fn get_tenant(&self, id: &str) -> StoreResult<Option<Tenant>>;
@@ -150,4 +166,43 @@ pub trait Store: Send + Sync + 'static {
         new: &[SigningKeyRecord],
         retire: &[KeyRetirement],
     ) -> StoreResult<()>;
+
+    // ---- Developer self-service (settings pages): clients owned by users, the apps a
+    // user authorized, personal access tokens. ----
+
+    /// Clients whose `owner` is this user id, oldest first.
+    async fn list_clients_by_owner(&self, owner: &str) -> StoreResult<Vec<Client>>;
+    /// Replaces the stored settings of an existing client (name, redirect URIs, …); the
+    /// secret hash, owner and creation time stay. Returns whether the client existed.
+    async fn update_client(&self, client: &Client) -> StoreResult<bool>;
+    /// Every consent this user gave, most recent first.
+    async fn list_consents(&self, user_id: &str) -> StoreResult<Vec<Consent>>;
+    /// Deletes the user's consent for the client and, in the same step, revokes every grant
+    /// (so every access and refresh token) the client holds for that user and consumes its
+    /// unused codes. Returns whether there was a consent or a live grant.
+    async fn revoke_consent(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        now: UnixTime,
+    ) -> StoreResult<bool>;
+    /// Stores a personal access token with its grant and access token (`issuance`),
+    /// atomically.
+    async fn create_personal_token(
+        &self,
+        token: &PersonalAccessToken,
+        issuance: &Issuance,
+    ) -> StoreResult<()>;
+    /// The user's personal access tokens, newest first.
+    async fn list_personal_tokens(&self, user_id: &str) -> StoreResult<Vec<PersonalAccessToken>>;
+    /// Revokes the user's token `id` (its grant) and forgets it. Returns whether this user
+    /// had such a token: another user's id changes nothing.
+    async fn revoke_personal_token(
+        &self,
+        user_id: &str,
+        id: &str,
+        now: UnixTime,
+    ) -> StoreResult<bool>;
+    /// Records that the token with this hash was used (at most one write a minute).
+    async fn touch_personal_token(&self, token_hash: &Hash, now: UnixTime) -> StoreResult<()>;
 }

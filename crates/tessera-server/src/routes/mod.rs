@@ -4,6 +4,7 @@ mod authorize;
 mod meta;
 mod pages;
 mod resource;
+mod settings;
 mod token;
 
 use axum::extract::DefaultBodyLimit;
@@ -52,6 +53,20 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(crate::metrics::render))
         .route("/static/tessera.css", get(meta::css))
         .route("/static/form_post.js", get(meta::form_post_js))
+        // Developer self-service pages.
+        .route(settings::API_PATH, get(settings::api_get))
+        .route("/settings/api/clients", post(settings::create_client))
+        .route(
+            "/settings/api/clients/{id}",
+            get(settings::edit_client_get).post(settings::edit_client_post),
+        )
+        .route("/settings/api/clients/{id}/rotate-secret", post(settings::rotate_secret))
+        .route("/settings/api/clients/{id}/delete", post(settings::delete_client))
+        .route("/settings/api/tokens", post(settings::create_token))
+        .route("/settings/api/tokens/{id}/revoke", post(settings::revoke_token))
+        .route(settings::APPS_PATH, get(settings::apps_get))
+        .route("/settings/apps/{client_id}/revoke", post(settings::revoke_app))
+        .route("/static/settings.js", get(settings::settings_js))
         .fallback(meta::not_found)
         .layer(DefaultBodyLimit::max(state.settings().max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), crate::security::headers))
@@ -82,7 +97,7 @@ pub(crate) async fn authenticate_client(
     let presented = match presented {
         Ok(p) => p,
         Err(e) => {
-            charge_auth_failure(state, ip, None);
+            charge_auth_failure(state, ip, None).await;
             return Err(e.into());
         }
     };
@@ -105,7 +120,7 @@ pub(crate) async fn authenticate_client(
     match verdict {
         Ok(client) => Ok(client),
         Err(e) => {
-            charge_auth_failure(state, ip, Some(&client_key));
+            charge_auth_failure(state, ip, Some(&client_key)).await;
             let subject = crate::audit::Subject {
                 client_id: Some(&presented.client_id),
                 detail: Some(format!("method={}", presented.method.as_str())),
@@ -119,16 +134,26 @@ pub(crate) async fn authenticate_client(
 
 /// A failed client authentication costs more than other failures, to the address and
 /// to the client id it tried.
-fn charge_auth_failure(state: &AppState, ClientIp(ip): ClientIp, client_key: Option<&str>) {
+async fn charge_auth_failure(state: &AppState, ClientIp(ip): ClientIp, client_key: Option<&str>) {
     let limits = &state.0.limits;
     if !limits.settings.enabled {
         return;
     }
     let cost = limits.settings.client_auth_failure_cost;
+    let store = &**state.store();
     let blocked_ip = limits
         .token_failures
-        .charge(&crate::limits::ip_key(ip), cost);
-    let blocked_client = client_key.and_then(|k| limits.token_failures.charge(k, cost));
+        .charge_shared(store, &crate::limits::ip_key(ip), cost, state.now())
+        .await;
+    let blocked_client = match client_key {
+        Some(k) => {
+            limits
+                .token_failures
+                .charge_shared(store, k, cost, state.now())
+                .await
+        }
+        None => None,
+    };
     if blocked_ip.is_some() || blocked_client.is_some() {
         tracing::warn!(%ip, "failed client authentications: blocked");
     }

@@ -147,9 +147,16 @@ pub async fn login_post(
             };
             record(&state, &origin, "sign_in.failed", subject).await;
             if limits.settings.enabled {
+                let store = &**state.store();
                 let blocked = [
-                    limits.login_per_user.charge(&user_key, 1),
-                    limits.login_per_ip.charge(&ip_key, 1),
+                    limits
+                        .login_per_user
+                        .charge_shared(store, &user_key, 1, state.now())
+                        .await,
+                    limits
+                        .login_per_ip
+                        .charge_shared(store, &ip_key, 1, state.now())
+                        .await,
                 ];
                 if let Some(wait) = blocked.into_iter().flatten().max() {
                     crate::metrics::event("rate_limited", "login");

@@ -16,7 +16,7 @@ use tessera_crypto::SecretHash;
 use super::authenticate_client;
 use crate::error::ApiError;
 use crate::extract::{header_str, Form};
-use crate::issue::{is_access_token, REFRESH_PREFIX};
+use crate::issue::{is_access_token, PERSONAL_TOKEN_PREFIX, REFRESH_PREFIX};
 use crate::AppState;
 
 fn audience_value(audiences: &[String]) -> Value {
@@ -53,6 +53,7 @@ pub async fn introspect(
         if !at.is_active(now) {
             return inactive();
         }
+        note_personal_token_use(&state, token);
         let mut body = json!({
             "active": true,
             "token_type": "Bearer",
@@ -201,6 +202,7 @@ async fn authorized_user(state: &AppState, token: &str) -> Result<(AccessToken, 
         .await?
         .filter(|at| at.is_active(state.now()))
         .ok_or_else(invalid)?;
+    note_personal_token_use(state, token);
     let user_id = at
         .user_id
         .clone()
@@ -277,4 +279,18 @@ pub async fn users_me(
         }))
         .into_response(),
     ))
+}
+
+/// Records the "last used" time of a personal access token off the request path: the
+/// answer does not wait for it, and a failure only loses that time.
+fn note_personal_token_use(state: &AppState, token: &str) {
+    if !token.starts_with(PERSONAL_TOKEN_PREFIX) {
+        return;
+    }
+    let (state, hash) = (state.clone(), SecretHash::of(token).0);
+    tokio::spawn(async move {
+        if let Err(e) = state.store().touch_personal_token(&hash, state.now()).await {
+            tracing::warn!(error = %e, "recording the use of a personal access token failed");
+        }
+    });
 }

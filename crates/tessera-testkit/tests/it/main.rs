@@ -16,3 +16,4 @@ mod ops;
 mod pages;
 mod races;
 mod security;
+mod settings;
