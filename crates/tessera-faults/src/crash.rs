@@ -93,9 +93,11 @@ impl CrashReport {
 pub async fn run(opts: &CrashOptions) -> Result<CrashReport> {
     let started = Instant::now();
     let dir = tempfile::tempdir()?;
+    let mut schema_to_drop = None;
     let (database, env, backend) = match &opts.postgres {
         Some(url) => {
             let schema = format!("tessera_faults_{}_{}", std::process::id(), opts.seed);
+            schema_to_drop = Some((url.clone(), schema.clone()));
             let sep = if url.contains('?') { '&' } else { '?' };
             let key = tessera_crypto::MasterKey::generate()?.to_text().to_string();
             (
@@ -193,6 +195,9 @@ pub async fn run(opts: &CrashOptions) -> Result<CrashReport> {
             ));
         }
     }
+    if let Some((url, schema)) = schema_to_drop {
+        drop_schema(&url, &schema).await?;
+    }
     let l = lock(&ledger);
     if rounds.is_empty() {
         bail!("no kill happened");
@@ -206,4 +211,15 @@ pub async fn run(opts: &CrashOptions) -> Result<CrashReport> {
         violations: l.violations.clone(),
         elapsed: started.elapsed(),
     })
+}
+
+/// Removes the run's PostgreSQL schema (its name is ours: letters, digits, underscores).
+async fn drop_schema(url: &str, schema: &str) -> Result<()> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+        .execute(&mut conn)
+        .await?;
+    conn.close().await?;
+    Ok(())
 }
