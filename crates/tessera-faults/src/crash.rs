@@ -34,7 +34,9 @@ pub struct CrashOptions {
 #[derive(Clone, Debug)]
 pub struct Round {
     pub uptime_ms: u64,
+    /// Running totals when the server was killed.
     pub counts_after: Counts,
+    /// Facts checked so far (after every restart before this kill).
     pub checks: u64,
     pub violations_after: usize,
 }
@@ -60,7 +62,7 @@ impl CrashReport {
             self.rounds.len(),
             self.elapsed.as_secs_f64()
         );
-        out += "round  uptime_ms  acknowledged  lost  checks  violations\n";
+        out += "round  uptime_ms  acknowledged  lost  checked  violations\n";
         for (i, r) in self.rounds.iter().enumerate() {
             out += &format!(
                 "{:>5}  {:>9}  {:>12}  {:>4}  {:>6}  {:>10}\n",
@@ -146,6 +148,8 @@ pub async fn run(opts: &CrashOptions) -> Result<CrashReport> {
             ledger: ledger.clone(),
             stop: stop.clone(),
             client_create_ratio: 0.03,
+            // Tokens live an hour (access) and 30 days (refresh): none expires in a run.
+            max_token_age: None,
         };
         let mut workers = load.spawn(opts.workers, opts.seed ^ u64::from(round));
         let uptime_ms = rng.random_range(opts.min_uptime_ms..=opts.max_uptime_ms);

@@ -29,6 +29,8 @@ pub struct LoadUser {
 pub struct Family {
     pub client: ClientCreds,
     pub tokens: Tokens,
+    /// When the server acknowledged these tokens.
+    pub acknowledged_at: std::time::Instant,
 }
 
 /// Counts of acknowledged (and lost) responses.
@@ -163,6 +165,9 @@ pub struct Load {
     pub stop: Arc<AtomicBool>,
     /// Chance per step of creating a client with the CLI (a process per client).
     pub client_create_ratio: f64,
+    /// Tokens older than this are retired from the load unused: with short-lived tokens
+    /// (the soak) a refusal of an expired token is right, not a broken promise.
+    pub max_token_age: Option<std::time::Duration>,
 }
 
 impl Load {
@@ -192,6 +197,11 @@ impl Load {
                 None
             } else {
                 let mut ledger = lock(&self.ledger);
+                if let Some(max_age) = self.max_token_age {
+                    ledger
+                        .live
+                        .retain(|f| f.acknowledged_at.elapsed() < max_age);
+                }
                 if ledger.live.is_empty() {
                     None
                 } else {
@@ -262,7 +272,11 @@ impl Load {
             Outcome::Ack(tokens) => {
                 let mut ledger = lock(&self.ledger);
                 ledger.counts.code_flows += 1;
-                ledger.live.push(Family { client, tokens });
+                ledger.live.push(Family {
+                    client,
+                    tokens,
+                    acknowledged_at: std::time::Instant::now(),
+                });
             }
             other => self.note_failure("code exchange", other),
         }
@@ -279,6 +293,7 @@ impl Load {
                 ledger.live.push(Family {
                     client: family.client.clone(),
                     tokens,
+                    acknowledged_at: std::time::Instant::now(),
                 });
                 ledger.rotations.push((family, successor));
             }

@@ -141,6 +141,8 @@ pub async fn run(opts: &SoakOptions) -> Result<SoakReport> {
         stop: stop.clone(),
         // No new clients: each would add consents and a CLI process, not steady load.
         client_create_ratio: 0.0,
+        // Half the lifetime: a token is never presented near its expiry.
+        max_token_age: Some(Duration::from_secs(opts.token_ttl.max(2) as u64 / 2)),
     };
     let mut workers = load.spawn(opts.workers, opts.seed);
     let started = Instant::now();
