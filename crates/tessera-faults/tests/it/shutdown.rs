@@ -130,3 +130,14 @@ async fn shutdown_is_bounded_when_a_request_never_completes() {
     );
     assert!(logs.contains("store closed"), "{logs}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_time_limit_is_refused_at_start_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let tessera = crate::tessera_in(dir.path(), "header_read_timeout = 0\n");
+    let error = format!("{:#}", tessera.start().await.err().expect("refused"));
+    assert!(
+        error.contains("header_read_timeout must be at least 1 second"),
+        "{error}"
+    );
+}
