@@ -37,11 +37,18 @@ pub struct ServeConfig {
     pub rate_limits: tessera_server::limits::RateLimitSettings,
     /// Whether signed-in users may register their own clients on `/settings/api`.
     pub allow_user_clients: bool,
+    /// Seconds a client has to send a request's headers (slowloris bound).
+    pub header_read_timeout: u64,
+    /// Seconds a request may take, its body included (408 after).
+    pub request_timeout: u64,
+    /// Seconds requests in flight get to finish after SIGTERM / Ctrl-C.
+    pub shutdown_grace: u64,
 }
 
 impl Default for ServeConfig {
     fn default() -> Self {
         let s = Settings::default();
+        let limits = tessera_server::ConnectionLimits::default();
         ServeConfig {
             listen: "127.0.0.1:8080".into(),
             database_url: DEFAULT_DATABASE.into(),
@@ -59,6 +66,9 @@ impl Default for ServeConfig {
             key_reload_interval: s.key_reload_interval,
             rate_limits: s.rate_limits,
             allow_user_clients: s.allow_user_clients,
+            header_read_timeout: limits.header_read_timeout.as_secs(),
+            request_timeout: limits.request_timeout.as_secs(),
+            shutdown_grace: limits.shutdown_grace.as_secs(),
         }
     }
 }
@@ -81,6 +91,9 @@ const ENV_KEYS: &[&str] = &[
     "refresh_retry_window",
     "key_reload_interval",
     "allow_user_clients",
+    "header_read_timeout",
+    "request_timeout",
+    "shutdown_grace",
 ];
 
 pub struct Flags {
@@ -126,6 +139,24 @@ pub fn load(flags: &Flags) -> Result<ServeConfig> {
 }
 
 impl ServeConfig {
+    /// Connection time limits; each must be at least one second.
+    pub fn connection_limits(&self) -> Result<tessera_server::ConnectionLimits> {
+        let secs = |name: &str, v: u64| {
+            if v == 0 {
+                Err(anyhow!(
+                    "invalid configuration: {name} must be at least 1 second"
+                ))
+            } else {
+                Ok(std::time::Duration::from_secs(v))
+            }
+        };
+        Ok(tessera_server::ConnectionLimits {
+            header_read_timeout: secs("header_read_timeout", self.header_read_timeout)?,
+            request_timeout: secs("request_timeout", self.request_timeout)?,
+            shutdown_grace: secs("shutdown_grace", self.shutdown_grace)?,
+        })
+    }
+
     /// Pool settings for a PostgreSQL store (ignored by SQLite).
     pub fn postgres_options(&self) -> tessera_store_postgres::PostgresOptions {
         tessera_store_postgres::PostgresOptions {

@@ -701,6 +701,7 @@ async fn serve(database: Option<String>, args: ServeArgs) -> Result<()> {
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let bound = listener.local_addr()?;
     let settings = cfg.settings(bound)?;
+    let limits = cfg.connection_limits()?;
     let key = master_key(&cfg)?;
     let store = open_store_with(&cfg.database_url, cfg.postgres_options()).await?;
     let issuer = settings.issuer.clone();
@@ -716,8 +717,11 @@ async fn serve(database: Option<String>, args: ServeArgs) -> Result<()> {
         demo::provision(&*store, &issuer).await?;
     }
     tracing::info!(issuer = %issuer, "tessera serving at http://{bound}");
-    tessera_server::serve(listener, state, shutdown_signal()).await?;
-    tracing::info!("tessera stopped");
+    tessera_server::serve_with(listener, state, shutdown_signal(), limits).await?;
+    // The server has let go of the store; dropping the last handle commits what is
+    // queued and closes it (SQLite: the WAL is checkpointed into the database file).
+    drop(store);
+    tracing::info!("store closed; tessera stopped");
     Ok(())
 }
 

@@ -141,6 +141,7 @@ fn start_node(dir: &Path, url: &str, envs: &[(&str, &str)], serve_args: &[&str])
         .env("TESSERA_MASTER_KEY", MASTER_KEY)
         .env("RUST_LOG", "info")
         .current_dir(dir)
+        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     for (k, v) in envs {

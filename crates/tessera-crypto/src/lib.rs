@@ -3,7 +3,7 @@
 //! Everything that compares a secret does so in constant time (`subtle`), and nothing here
 //! logs or formats a secret: token types redact themselves in `Debug`.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -160,7 +160,14 @@ pub fn b64url_decode(text: &str) -> Option<Vec<u8>> {
 pub struct Passwords {
     argon: Argon2<'static>,
     dummy_hash: String,
+    /// Argon2 working memory (19 MiB a verification), reused: allocating it afresh on
+    /// whichever blocking thread runs the check left glibc holding a 64 MiB arena per
+    /// thread, over 1 GiB of RSS under steady sign-ins.
+    memory: std::sync::Arc<std::sync::Mutex<Vec<Vec<argon2::Block>>>>,
 }
+
+/// Working memories kept for reuse (more concurrent checks allocate their own).
+const KEPT_MEMORIES: usize = 4;
 
 impl Passwords {
     pub fn new() -> Result<Self, CryptoError> {
@@ -168,7 +175,11 @@ impl Passwords {
             .map_err(|e| CryptoError::PasswordHash(e.to_string()))?;
         let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
         let dummy_hash = hash_with(&argon, "tessera-dummy-password")?;
-        Ok(Passwords { argon, dummy_hash })
+        Ok(Passwords {
+            argon,
+            dummy_hash,
+            memory: Default::default(),
+        })
     }
 
     pub fn hash(&self, password: &str) -> Result<String, CryptoError> {
@@ -177,12 +188,55 @@ impl Passwords {
 
     /// Verifies `password` against a PHC string. An unparsable stored hash never matches.
     pub fn verify(&self, password: &str, phc: &str) -> bool {
-        match PasswordHash::new(phc) {
-            Ok(parsed) => self
-                .argon
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok(),
-            Err(_) => false,
+        let Ok(parsed) = PasswordHash::new(phc) else {
+            return false;
+        };
+        // The stored hash's own algorithm and parameters, as `verify_password` would use.
+        let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+            return false;
+        };
+        let Ok(algorithm) = Algorithm::try_from(parsed.algorithm) else {
+            return false;
+        };
+        let version = match parsed.version.map(Version::try_from).transpose() {
+            Ok(v) => v.unwrap_or_default(),
+            Err(_) => return false,
+        };
+        let Ok(params) = Params::try_from(&parsed) else {
+            return false;
+        };
+        let mut salt_buf = [0u8; 64];
+        let Ok(salt) = salt.decode_b64(&mut salt_buf) else {
+            return false;
+        };
+        let mut memory = self.take_memory(params.block_count());
+        let argon = Argon2::new(algorithm, version, params);
+        let mut computed = Zeroizing::new(vec![0u8; expected.len()]);
+        let hashed = argon.hash_password_into_with_memory(
+            password.as_bytes(),
+            salt,
+            &mut computed,
+            &mut memory[..],
+        );
+        self.return_memory(memory);
+        hashed.is_ok() && bool::from(computed.ct_eq(expected.as_bytes()))
+    }
+
+    fn take_memory(&self, blocks: usize) -> Vec<argon2::Block> {
+        let kept = self.memory.lock().ok().and_then(|mut pool| pool.pop());
+        match kept {
+            Some(memory) if memory.len() >= blocks => memory,
+            _ => vec![argon2::Block::default(); blocks],
+        }
+    }
+
+    fn return_memory(&self, mut memory: Vec<argon2::Block>) {
+        // Nothing derived from a password stays behind.
+        memory.fill(argon2::Block::default());
+        if let Ok(mut pool) = self.memory.lock() {
+            if pool.len() < KEPT_MEMORIES {
+                pool.push(memory);
+            }
         }
     }
 
@@ -233,6 +287,25 @@ mod tests {
         assert!(p.verify("correct horse", &h));
         assert!(!p.verify("correct horsE", &h));
         assert!(!p.verify("x", "not a phc string"));
+    }
+
+    #[test]
+    fn passwords_verify_with_the_stored_hash_parameters() {
+        let p = Passwords::new().unwrap();
+        // A hash made with other (smaller) parameters than the current ones.
+        let small = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(64, 1, 1, None).unwrap(),
+        );
+        let h = hash_with(&small, "old password").unwrap();
+        assert!(p.verify("old password", &h));
+        assert!(!p.verify("old passwore", &h));
+        // Memory reused after a larger check still works for both.
+        let big = p.hash("new password").unwrap();
+        assert!(p.verify("new password", &big));
+        assert!(p.verify("old password", &h));
+        assert!(!p.verify("new password", &h));
     }
 
     #[test]

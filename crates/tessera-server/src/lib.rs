@@ -6,6 +6,7 @@ pub mod admin;
 pub mod audit;
 pub mod clock;
 pub mod config;
+mod connections;
 pub mod error;
 mod extract;
 mod issue;
@@ -22,6 +23,7 @@ mod state;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::Settings;
+pub use connections::ConnectionLimits;
 pub use state::{sealer, AppState};
 
 use std::future::Future;
@@ -40,6 +42,16 @@ pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_with(listener, state, shutdown, ConnectionLimits::default()).await
+}
+
+/// [`serve`] with explicit connection time limits (slow clients, shutdown grace).
+pub async fn serve_with(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    limits: ConnectionLimits,
 ) -> std::io::Result<()> {
     let reloader = {
         let state = state.clone();
@@ -72,11 +84,16 @@ pub async fn serve(
             }
         })
     };
-    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let app = router(state).layer(tower_http::timeout::TimeoutLayer::with_status_code(
+        axum::http::StatusCode::REQUEST_TIMEOUT,
+        limits.request_timeout,
+    ));
+    let result = connections::serve(listener, app, shutdown, limits).await;
     reloader.abort();
     janitor.abort();
+    // Awaiting the aborted tasks drops their state, so the store can close once the
+    // caller drops its own handle.
+    let _ = reloader.await;
+    let _ = janitor.await;
     result
 }

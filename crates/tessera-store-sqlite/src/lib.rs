@@ -37,6 +37,25 @@ pub struct SqliteStore {
     writer: mpsc::SyncSender<Box<dyn WriteJob>>,
     readers: Mutex<Vec<Connection>>,
     path: PathBuf,
+    /// Joined on drop, so that a dropped store has committed and closed its file.
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for SqliteStore {
+    /// A clean close: the readers go first, so that the writer's connection is the last
+    /// one and its close checkpoints the WAL into the database file; then the writer
+    /// finishes what is queued and closes.
+    fn drop(&mut self) {
+        if let Ok(mut pool) = self.readers.lock() {
+            pool.clear();
+        }
+        let (closed, _) = mpsc::sync_channel(0);
+        drop(std::mem::replace(&mut self.writer, closed));
+        let handle = self.writer_thread.lock().ok().and_then(|mut h| h.take());
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+    }
 }
 
 /// A queued write: `run` inside the batch transaction, then `finish` with the commit's
@@ -172,7 +191,7 @@ impl SqliteStore {
         let mut conn = open_connection(&path, false)?;
         migrate(&mut conn)?;
         let (tx, rx) = mpsc::sync_channel::<Box<dyn WriteJob>>(4 * MAX_BATCH);
-        std::thread::Builder::new()
+        let writer_thread = std::thread::Builder::new()
             .name("tessera-sqlite-writer".into())
             .spawn(move || writer_loop(conn, rx))
             .map_err(|e| StoreError::Internal(format!("cannot start writer thread: {e}")))?;
@@ -180,6 +199,7 @@ impl SqliteStore {
             writer: tx,
             readers: Mutex::new(Vec::new()),
             path,
+            writer_thread: Mutex::new(Some(writer_thread)),
         })
     }
 
@@ -285,7 +305,10 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Box<dyn WriteJob>>) {
         }
     }
     // All senders gone: the store was dropped. Closing checkpoints the WAL.
-    let _ = conn.close();
+    match conn.close() {
+        Ok(()) => tracing::debug!("store closed"),
+        Err((_, e)) => tracing::warn!(error = %e, "closing the store failed"),
+    }
 }
 
 fn rotation_from(row: &Row) -> rusqlite::Result<Option<Rotation>> {

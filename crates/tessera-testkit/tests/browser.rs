@@ -37,6 +37,9 @@ impl Driver {
         let child = Command::new("chromedriver")
             .arg(format!("--port={port}"))
             .process_group(0)
+            // Never the test runner's stdin: a browser reading it would steal the input
+            // of whatever shell runs the tests.
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -63,7 +66,9 @@ impl Drop for Driver {
     fn drop(&mut self) {
         let _ = Command::new("kill")
             .arg("-TERM")
+            .arg("--")
             .arg(format!("-{}", self.child.id()))
+            .stdin(Stdio::null())
             .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
