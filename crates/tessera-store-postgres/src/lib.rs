@@ -393,6 +393,27 @@ async fn prune(conn: &mut PgConnection, cutoff: i64, batch: i64, sql: &str) -> S
         .map_err(map_err)
 }
 
+async fn insert_audit(conn: &mut PgConnection, events: &[AuditEvent]) -> StoreResult<()> {
+    for e in events {
+        sqlx::query(
+            "INSERT INTO audit_events (at, kind, tenant, actor, client_id, ip, request_id, detail)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(e.at)
+        .bind(&e.kind)
+        .bind(&e.tenant)
+        .bind(&e.actor)
+        .bind(&e.client_id)
+        .bind(&e.ip)
+        .bind(&e.request_id)
+        .bind(&e.detail)
+        .execute(&mut *conn)
+        .await
+        .map_err(map_err)?;
+    }
+    Ok(())
+}
+
 async fn insert_issuance(conn: &mut PgConnection, iss: &Issuance) -> StoreResult<()> {
     if let Some(g) = &iss.new_grant {
         sqlx::query(
@@ -412,6 +433,7 @@ async fn insert_issuance(conn: &mut PgConnection, iss: &Issuance) -> StoreResult
         .await
         .map_err(map_err)?;
     }
+    insert_audit(conn, &iss.audit).await?;
     let a = &iss.access;
     sqlx::query(
         "INSERT INTO access_tokens (hash, grant_id, client_id, user_id, tenant, scope, audiences, issued_at, expires_at)
@@ -889,23 +911,7 @@ impl Store for PostgresStore {
 
     async fn append_audit(&self, events: &[AuditEvent]) -> StoreResult<()> {
         let mut tx = self.begin().await?;
-        for e in events {
-            sqlx::query(
-                "INSERT INTO audit_events (at, kind, tenant, actor, client_id, ip, request_id, detail)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(e.at)
-            .bind(&e.kind)
-            .bind(&e.tenant)
-            .bind(&e.actor)
-            .bind(&e.client_id)
-            .bind(&e.ip)
-            .bind(&e.request_id)
-            .bind(&e.detail)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        }
+        insert_audit(&mut tx, events).await?;
         tx.commit().await.map_err(map_err)
     }
 
