@@ -29,6 +29,8 @@ pub(crate) struct Inner {
     pub sealer: Sealer,
     pub keys: RwLock<Arc<KeyRing>>,
     pub limits: crate::limits::Limits,
+    /// The discovery document, serialized once: it depends on the settings only.
+    pub discovery: axum::body::Bytes,
 }
 
 impl AppState {
@@ -44,6 +46,9 @@ impl AppState {
         let limits = crate::limits::Limits::new(settings.rate_limits.clone());
         let sealer = sealer(master_key)?;
         let ring = crate::keys::load_or_init(&*store, &sealer, clock.now()).await?;
+        let discovery = serde_json::to_vec(&tessera_core::discovery::metadata(&settings.issuer))
+            .unwrap_or_default()
+            .into();
         Ok(AppState(Arc::new(Inner {
             settings,
             store,
@@ -55,6 +60,7 @@ impl AppState {
             sealer,
             keys: RwLock::new(Arc::new(ring)),
             limits,
+            discovery,
         })))
     }
 
