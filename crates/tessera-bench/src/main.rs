@@ -60,6 +60,10 @@ struct Args {
     /// Where Tessera's store lives; keep it on a real disk (fsync must cost what it costs).
     #[arg(long, default_value = "bench-data")]
     work_dir: PathBuf,
+    /// Run Tessera on this PostgreSQL database instead of SQLite (each start gets a fresh
+    /// schema). Needs `TESSERA_MASTER_KEY` in the environment, as every PostgreSQL node does.
+    #[arg(long)]
+    postgres: Option<String>,
     /// Also write every measurement as JSON lines here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -88,6 +92,7 @@ async fn main() -> Result<()> {
             port,
             extra_args: &args.tessera_args,
             label,
+            postgres: args.postgres.as_deref(),
         })
         .await?;
         targets.insert(i, t);

@@ -216,6 +216,8 @@ pub struct TesseraLaunch<'a> {
     pub port: u16,
     pub extra_args: &'a [String],
     pub label: String,
+    /// A PostgreSQL URL instead of the fresh SQLite store (a fresh `schema=` is added).
+    pub postgres: Option<&'a str>,
 }
 
 /// The one setting changed from the defaults: every simulated browser of the code-flow
@@ -341,7 +343,15 @@ pub async fn start_tessera(l: TesseraLaunch<'_>) -> Result<Target> {
         std::fs::remove_dir_all(&data)?;
     }
     std::fs::create_dir_all(&data)?;
-    let db = format!("sqlite://{}/tessera.db", data.display());
+    let db = match l.postgres {
+        // A fresh schema per start, so every run begins on an empty store.
+        Some(url) => {
+            let sep = if url.contains('?') { '&' } else { '?' };
+            let schema = format!("bench_{}_{}", l.label.replace('-', "_"), std::process::id());
+            format!("{url}{sep}schema={schema}")
+        }
+        None => format!("sqlite://{}/tessera.db", data.display()),
+    };
     let origin = Url::parse(&format!("http://127.0.0.1:{}", l.port))?;
 
     let mut child = spawn_serve(&l, &data, &db)?;
