@@ -47,7 +47,21 @@ pub struct Subject<'a> {
 /// Records `kind` durably; a failing store is logged, never turned into a failed request
 /// after the fact.
 pub async fn record(state: &AppState, origin: &Origin, kind: &str, subject: Subject<'_>) {
-    let event = AuditEvent {
+    let event = event(state, origin, kind, subject);
+    log(&event);
+    if let Err(e) = state
+        .store()
+        .append_audit(std::slice::from_ref(&event))
+        .await
+    {
+        tracing::error!(error = %e, kind, "audit event could not be stored");
+    }
+}
+
+/// The event for `kind`, to be stored by the caller: token issuance puts it in the same
+/// atomic store step as the tokens (`Issuance::audit`), so one commit covers both.
+pub fn event(state: &AppState, origin: &Origin, kind: &str, subject: Subject<'_>) -> AuditEvent {
+    AuditEvent {
         at: state.now(),
         kind: kind.to_owned(),
         tenant: subject.tenant.map(str::to_owned),
@@ -56,7 +70,11 @@ pub async fn record(state: &AppState, origin: &Origin, kind: &str, subject: Subj
         ip: origin.ip.map(|ip| ip.to_string()),
         request_id: origin.request_id.clone(),
         detail: subject.detail,
-    };
+    }
+}
+
+/// Logs a stored event under target `audit`.
+pub fn log(event: &AuditEvent) {
     tracing::info!(
         target: "audit",
         kind = %event.kind,
@@ -68,11 +86,4 @@ pub async fn record(state: &AppState, origin: &Origin, kind: &str, subject: Subj
         detail = event.detail.as_deref(),
         "audit"
     );
-    if let Err(e) = state
-        .store()
-        .append_audit(std::slice::from_ref(&event))
-        .await
-    {
-        tracing::error!(error = %e, kind, "audit event could not be stored");
-    }
 }

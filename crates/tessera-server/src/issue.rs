@@ -161,6 +161,7 @@ pub fn mint(
             new_grant: new_grant.then(|| grant.clone()),
             access,
             refresh,
+            audit: Vec::new(),
         },
         expires_in: client.access_token_ttl,
     })

@@ -29,6 +29,9 @@ pub enum KeyError {
 pub struct KeyRing {
     records: Vec<SigningKeyRecord>,
     opened: Vec<Arc<SigningKey>>,
+    /// The serialized key set and which keys it lists: rebuilt only when the published
+    /// keys change with time (building the JSON per request showed in the JWKS profile).
+    jwks_cache: std::sync::Mutex<Option<(Vec<bool>, axum::body::Bytes)>>,
 }
 
 impl KeyRing {
@@ -55,7 +58,11 @@ impl KeyRing {
                 &pkcs8,
             )?));
         }
-        Ok(KeyRing { records, opened })
+        Ok(KeyRing {
+            records,
+            opened,
+            jwks_cache: std::sync::Mutex::new(None),
+        })
     }
 
     /// The key that signs for `alg` now.
@@ -74,6 +81,24 @@ impl KeyRing {
             .map(|(_, k)| k.public_jwk())
             .collect();
         json!({ "keys": keys })
+    }
+
+    /// [`KeyRing::jwks`], serialized, from a cache while the same keys are published.
+    pub fn jwks_json(&self, now: UnixTime) -> axum::body::Bytes {
+        let published: Vec<bool> = self.records.iter().map(|r| r.is_published(now)).collect();
+        if let Ok(cache) = self.jwks_cache.lock() {
+            if let Some((keys, bytes)) = cache.as_ref() {
+                if *keys == published {
+                    return bytes.clone();
+                }
+            }
+        }
+        let bytes =
+            axum::body::Bytes::from(serde_json::to_vec(&self.jwks(now)).unwrap_or_default());
+        if let Ok(mut cache) = self.jwks_cache.lock() {
+            *cache = Some((published, bytes.clone()));
+        }
+        bytes
     }
 
     pub fn verifiers(&self, now: UnixTime) -> Vec<Verifier> {

@@ -292,6 +292,7 @@ pub async fn create_personal_token(
         new_grant: Some(grant),
         access,
         refresh: None,
+        audit: Vec::new(),
     };
     store.create_personal_token(&record, &issuance).await?;
     Ok((record, token))

@@ -31,6 +31,8 @@ pub(crate) struct Inner {
     pub successor_sealer: Sealer,
     pub keys: RwLock<Arc<KeyRing>>,
     pub limits: crate::limits::Limits,
+    /// The discovery document, serialized once: it depends on the settings only.
+    pub discovery: axum::body::Bytes,
 }
 
 impl AppState {
@@ -46,6 +48,9 @@ impl AppState {
         let limits = crate::limits::Limits::new(settings.rate_limits.clone());
         let sealer = sealer(master_key)?;
         let ring = crate::keys::load_or_init(&*store, &sealer, clock.now()).await?;
+        let discovery = serde_json::to_vec(&tessera_core::discovery::metadata(&settings.issuer))
+            .unwrap_or_default()
+            .into();
         Ok(AppState(Arc::new(Inner {
             settings,
             store,
@@ -58,6 +63,7 @@ impl AppState {
             successor_sealer: Sealer::new(&master_key.derive("refresh-successor"))?,
             keys: RwLock::new(Arc::new(ring)),
             limits,
+            discovery,
         })))
     }
 

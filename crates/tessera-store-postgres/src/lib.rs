@@ -432,6 +432,27 @@ async fn insert_access_token(conn: &mut PgConnection, a: &AccessToken) -> StoreR
     Ok(())
 }
 
+async fn insert_audit(conn: &mut PgConnection, events: &[AuditEvent]) -> StoreResult<()> {
+    for e in events {
+        sqlx::query(
+            "INSERT INTO audit_events (at, kind, tenant, actor, client_id, ip, request_id, detail)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(e.at)
+        .bind(&e.kind)
+        .bind(&e.tenant)
+        .bind(&e.actor)
+        .bind(&e.client_id)
+        .bind(&e.ip)
+        .bind(&e.request_id)
+        .bind(&e.detail)
+        .execute(&mut *conn)
+        .await
+        .map_err(map_err)?;
+    }
+    Ok(())
+}
+
 async fn insert_issuance(conn: &mut PgConnection, iss: &Issuance) -> StoreResult<()> {
     if let Some(g) = &iss.new_grant {
         sqlx::query(
@@ -451,6 +472,7 @@ async fn insert_issuance(conn: &mut PgConnection, iss: &Issuance) -> StoreResult
         .await
         .map_err(map_err)?;
     }
+    insert_audit(&mut *conn, &iss.audit).await?;
     insert_access_token(&mut *conn, &iss.access).await?;
     if let Some(r) = &iss.refresh {
         sqlx::query(
@@ -1035,23 +1057,7 @@ impl Store for PostgresStore {
 
     async fn append_audit(&self, events: &[AuditEvent]) -> StoreResult<()> {
         let mut tx = self.begin().await?;
-        for e in events {
-            sqlx::query(
-                "INSERT INTO audit_events (at, kind, tenant, actor, client_id, ip, request_id, detail)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(e.at)
-            .bind(&e.kind)
-            .bind(&e.tenant)
-            .bind(&e.actor)
-            .bind(&e.client_id)
-            .bind(&e.ip)
-            .bind(&e.request_id)
-            .bind(&e.detail)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        }
+        insert_audit(&mut tx, events).await?;
         tx.commit().await.map_err(map_err)
     }
 

@@ -93,10 +93,15 @@ fn in_savepoint<T>(
     conn: &Connection,
     op: impl FnOnce(&Connection) -> StoreResult<T>,
 ) -> StoreResult<T> {
-    conn.execute_batch("SAVEPOINT step").map_err(map_err)?;
+    // Cached statements: these run for every write, and parsing them showed in profiles.
+    conn.prepare_cached("SAVEPOINT step")
+        .and_then(|mut s| s.execute([]))
+        .map_err(map_err)?;
     match op(conn) {
         Ok(v) => {
-            conn.execute_batch("RELEASE step").map_err(map_err)?;
+            conn.prepare_cached("RELEASE step")
+                .and_then(|mut s| s.execute([]))
+                .map_err(map_err)?;
             Ok(v)
         }
         Err(e) => {
@@ -245,6 +250,29 @@ impl SqliteStore {
             .map_err(|_| StoreError::Unavailable("writer stopped".into()))?
     }
 
+    /// A lookup by key, run on the calling thread: a few microseconds on a pooled
+    /// connection cost less than the hand-off to a blocking thread and back, and the
+    /// number of reader connections then stays bounded by the runtime's worker threads
+    /// (the blocking pool opened and closed a connection per request under load).
+    async fn lookup<T, F>(&self, op: F) -> StoreResult<T>
+    where
+        F: FnOnce(&Connection) -> StoreResult<T>,
+    {
+        let conn = self.readers.lock().ok().and_then(|mut pool| pool.pop());
+        let conn = match conn {
+            Some(c) => c,
+            None => open_connection(&self.path, true)?,
+        };
+        let result = op(&conn);
+        if let Ok(mut pool) = self.readers.lock() {
+            if pool.len() < MAX_IDLE_READERS {
+                pool.push(conn);
+            }
+        }
+        result
+    }
+
+    /// Scans (lists, audit reads) run on a blocking thread.
     async fn read<T, F>(&self, op: F) -> StoreResult<T>
     where
         T: Send + 'static,
@@ -422,6 +450,32 @@ fn insert_grant(conn: &Connection, g: &Grant) -> StoreResult<()> {
     Ok(())
 }
 
+fn insert_audit(conn: &Connection, events: &[AuditEvent]) -> StoreResult<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut st = conn
+        .prepare_cached(
+            "INSERT INTO audit_events (at, kind, tenant, actor, client_id, ip, request_id, detail)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .map_err(map_err)?;
+    for e in events {
+        st.execute(params![
+            e.at,
+            e.kind,
+            e.tenant,
+            e.actor,
+            e.client_id,
+            e.ip,
+            e.request_id,
+            e.detail
+        ])
+        .map_err(map_err)?;
+    }
+    Ok(())
+}
+
 fn insert_access_token(conn: &Connection, a: &AccessToken) -> StoreResult<()> {
     conn.prepare_cached(
         "INSERT INTO access_tokens (hash, grant_id, client_id, user_id, tenant, scope, audiences, issued_at, expires_at)
@@ -448,6 +502,7 @@ fn insert_issuance(conn: &Connection, iss: &Issuance) -> StoreResult<()> {
     if let Some(g) = &iss.new_grant {
         insert_grant(conn, g)?;
     }
+    insert_audit(conn, &iss.audit)?;
     insert_access_token(conn, &iss.access)?;
     if let Some(r) = &iss.refresh {
         conn.prepare_cached(
@@ -471,7 +526,7 @@ fn insert_issuance(conn: &Connection, iss: &Issuance) -> StoreResult<()> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
-        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(map_err))
+        self.lookup(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(map_err))
             .await
     }
 
@@ -493,7 +548,7 @@ impl Store for SqliteStore {
 
     async fn get_tenant(&self, id: &str) -> StoreResult<Option<Tenant>> {
         let id = id.to_owned();
-        self.read(move |c| {
+        self.lookup(move |c| {
             c.prepare_cached("SELECT id, created_at FROM tenants WHERE id = ?1")
                 .and_then(|mut s| s.query_row([id], tenant_from).optional())
                 .map_err(map_err)
@@ -551,7 +606,7 @@ impl Store for SqliteStore {
 
     async fn get_user(&self, id: &str) -> StoreResult<Option<User>> {
         let id = id.to_owned();
-        self.read(move |c| {
+        self.lookup(move |c| {
             c.prepare_cached("SELECT * FROM users WHERE id = ?1")
                 .and_then(|mut s| s.query_row([id], user_from).optional())
                 .map_err(map_err)
@@ -561,7 +616,7 @@ impl Store for SqliteStore {
 
     async fn find_user(&self, tenant: &str, username: &str) -> StoreResult<Option<User>> {
         let (tenant, username) = (tenant.to_owned(), username.to_owned());
-        self.read(move |c| {
+        self.lookup(move |c| {
             c.prepare_cached("SELECT * FROM users WHERE tenant = ?1 AND username = ?2")
                 .and_then(|mut s| s.query_row([tenant, username], user_from).optional())
                 .map_err(map_err)
@@ -594,7 +649,7 @@ impl Store for SqliteStore {
 
     async fn get_client(&self, id: &str) -> StoreResult<Option<Client>> {
         let id = id.to_owned();
-        self.read(move |c| {
+        self.lookup(move |c| {
             c.prepare_cached("SELECT secret_hash, settings FROM clients WHERE id = ?1")
                 .and_then(|mut s| s.query_row([id], client_from).optional())
                 .map_err(map_err)
@@ -664,7 +719,7 @@ impl Store for SqliteStore {
 
     async fn get_session(&self, hash: &Hash) -> StoreResult<Option<Session>> {
         let h = *hash;
-        self.read(move |c| {
+        self.lookup(move |c| {
             c.prepare_cached("SELECT * FROM sessions WHERE hash = ?1")
                 .and_then(|mut s| {
                     s.query_row([h.as_slice()], |r| {
@@ -696,7 +751,7 @@ impl Store for SqliteStore {
 
     async fn get_consent(&self, user_id: &str, client_id: &str) -> StoreResult<Option<Consent>> {
         let (u, cl) = (user_id.to_owned(), client_id.to_owned());
-        self.read(move |c| {
+        self.lookup(move |c| {
             c.prepare_cached("SELECT * FROM consents WHERE user_id = ?1 AND client_id = ?2")
                 .and_then(|mut s| {
                     s.query_row([u, cl], |r| {
@@ -764,7 +819,7 @@ impl Store for SqliteStore {
 
     async fn get_code(&self, hash: &Hash) -> StoreResult<Option<AuthorizationCode>> {
         let h = *hash;
-        self.read(move |c| {
+        self.lookup(move |c| {
             c.prepare_cached("SELECT * FROM auth_codes WHERE hash = ?1")
                 .and_then(|mut s| {
                     s.query_row([h.as_slice()], |r| {
@@ -817,7 +872,7 @@ impl Store for SqliteStore {
 
     async fn get_access_token(&self, hash: &Hash) -> StoreResult<Option<AccessToken>> {
         let h = *hash;
-        self.read(move |c| {
+        self.lookup(move |c| {
             c.prepare_cached(
                 "SELECT a.*, (a.revoked_at IS NOT NULL OR g.revoked_at IS NOT NULL) AS revoked
                  FROM access_tokens a LEFT JOIN grants g ON g.id = a.grant_id WHERE a.hash = ?1",
@@ -846,7 +901,7 @@ impl Store for SqliteStore {
 
     async fn get_refresh_token(&self, hash: &Hash) -> StoreResult<Option<RefreshToken>> {
         let h = *hash;
-        self.read(move |c| {
+        self.lookup(move |c| {
             c.prepare_cached(
                 "SELECT r.hash, r.access_token_hash, r.issued_at, r.expires_at, r.state,
                         r.rotated_at, r.successor_hash, r.successor_sealed,
@@ -1008,20 +1063,7 @@ impl Store for SqliteStore {
 
     async fn append_audit(&self, events: &[AuditEvent]) -> StoreResult<()> {
         let events = events.to_vec();
-        self.write(move |c| {
-            let mut st = c
-                .prepare_cached(
-                    "INSERT INTO audit_events (at, kind, tenant, actor, client_id, ip, request_id, detail)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )
-                .map_err(map_err)?;
-            for e in &events {
-                st.execute(params![e.at, e.kind, e.tenant, e.actor, e.client_id, e.ip, e.request_id, e.detail])
-                    .map_err(map_err)?;
-            }
-            Ok(())
-        })
-        .await
+        self.write(move |c| insert_audit(c, &events)).await
     }
 
     async fn list_audit(&self, since: UnixTime, limit: u32) -> StoreResult<Vec<AuditEvent>> {

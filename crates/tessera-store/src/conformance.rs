@@ -93,6 +93,7 @@ fn issuance(grant: &Grant, new_grant: bool) -> Issuance {
         new_grant: new_grant.then(|| grant.clone()),
         access,
         refresh: Some(refresh),
+        audit: Vec::new(),
     }
 }
 
@@ -166,11 +167,72 @@ pub async fn run_all(store: Arc<dyn Store>) {
     parallel_retries_have_one_winner(store.clone()).await;
     signing_keys(&*store).await;
     audit_trail(&*store).await;
+    audit_rides_with_its_issuance(&*store).await;
     janitor_prunes_only_dead_rows(&*store).await;
     self_service::run(&*store).await;
 }
 
 mod self_service;
+/// An issuance's audit events are stored with its tokens, and not at all when the step
+/// stores nothing (a code already redeemed).
+async fn audit_rides_with_its_issuance(store: &dyn Store) {
+    use tessera_core::model::AuditEvent;
+    let u = user(store).await;
+    let c = client(store).await;
+    let marker = unique("issued");
+    let far = NOW + 20_000_000;
+    let event = |kind: &str| AuditEvent {
+        at: far,
+        kind: format!("{marker}.{kind}"),
+        tenant: Some(DEFAULT_TENANT.into()),
+        actor: Some(u.id.clone()),
+        client_id: Some(c.id.clone()),
+        ip: None,
+        request_id: None,
+        detail: None,
+    };
+    let g = grant(&c.id, &u.id);
+    let mut issued = issuance(&g, true);
+    issued.audit = vec![event("issue")];
+    must(store.issue(&issued).await, "issue");
+    let code = code(&g);
+    must(store.insert_code(&code).await, "insert_code");
+    let mut first = issuance(&g, false);
+    first.audit = vec![event("redeem")];
+    check!(
+        must(
+            store.redeem_code(&code.hash, &first, NOW).await,
+            "redeem_code"
+        ) == Swap::Done,
+        "first redemption wins"
+    );
+    let mut second = issuance(&g, false);
+    second.audit = vec![event("replay")];
+    check!(
+        must(
+            store.redeem_code(&code.hash, &second, NOW).await,
+            "redeem_code"
+        ) == Swap::AlreadyUsed,
+        "second redemption loses"
+    );
+    let got = must(store.list_audit(far, 100).await, "list_audit");
+    let kinds: Vec<&str> = got
+        .iter()
+        .filter_map(|e| e.kind.strip_prefix(&marker))
+        .collect();
+    check!(
+        kinds == [".issue", ".redeem"],
+        "events of stored issuances only, in order: {kinds:?}"
+    );
+    check!(
+        must(
+            store.get_access_token(&issued.access.hash).await,
+            "get_access_token"
+        )
+        .is_some(),
+        "the tokens were stored with their event"
+    );
+}
 
 async fn audit_trail(store: &dyn Store) {
     use tessera_core::model::AuditEvent;

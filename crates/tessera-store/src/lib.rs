@@ -47,6 +47,9 @@ pub struct Issuance {
     pub new_grant: Option<Grant>,
     pub access: AccessToken,
     pub refresh: Option<RefreshToken>,
+    /// Audit events describing this issuance, appended in the same atomic step if and only
+    /// if the tokens are stored: one durable commit per token response, not two.
+    pub audit: Vec<AuditEvent>,
 }
 
 /// Outcome of an atomic compare-and-set step (code redemption, refresh rotation).

@@ -10,18 +10,33 @@ use crate::pages::{static_asset, CSS, FORM_POST_JS};
 use crate::AppState;
 
 pub async fn discovery(State(state): State<AppState>) -> Response {
-    let mut resp =
-        Json(tessera_core::discovery::metadata(&state.settings().issuer)).into_response();
-    resp.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=300"),
-    );
-    resp
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=300"),
+            ),
+        ],
+        state.0.discovery.clone(),
+    )
+        .into_response()
 }
 
 /// RFC 7517 key set: pending, active and retired keys, each with `kid`, `use`, `alg`.
 pub async fn jwks(State(state): State<AppState>) -> Response {
-    let mut resp = Json(state.key_ring().jwks(state.now())).into_response();
+    let body = state.key_ring().jwks_json(state.now());
+    let mut resp = (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response();
     if let Ok(v) = HeaderValue::from_str(&format!("public, max-age={}", crate::keys::JWKS_MAX_AGE))
     {
         resp.headers_mut().insert(header::CACHE_CONTROL, v);

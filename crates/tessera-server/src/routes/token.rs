@@ -6,6 +6,7 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use axum::Json;
+use tessera_core::client::GrantType;
 use tessera_core::client::{AccessTokenFormat, Client};
 use tessera_core::model::{refreshed_scope, Grant, RefreshUse};
 use tessera_core::token::{check_client_credentials_scope, TokenRequest};
@@ -57,12 +58,32 @@ pub async fn token(
             scope,
         } => refresh(&state, &origin, &client, &refresh_token, scope.as_ref()).await?,
         TokenRequest::ClientCredentials { scope, audiences } => {
-            client_credentials(&state, &client, scope, audiences).await?
+            client_credentials(&state, &origin, &client, scope, audiences).await?
         }
     };
     crate::metrics::event("token_issued", grant_type);
+    // Stored with the tokens (one commit); logged once it is.
+    for event in &minted.issuance.audit {
+        crate::audit::log(event);
+    }
+    let mut resp = Json(minted.response()).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    Ok(resp)
+}
+
+/// The audit event of a token response, stored in the same atomic step as its tokens.
+fn attach_audit(
+    state: &AppState,
+    origin: &Origin,
+    client: &Client,
+    grant: GrantType,
+    minted: &mut Minted,
+) {
+    let grant_type = grant.as_str();
     let access = &minted.issuance.access;
-    let kind = if grant_type == "refresh_token" {
+    let kind = if grant == GrantType::RefreshToken {
         "token.refreshed"
     } else {
         "token.issued"
@@ -76,12 +97,8 @@ pub async fn token(
             access.grant_id
         )),
     };
-    record(&state, &origin, kind, subject).await;
-    let mut resp = Json(minted.response()).into_response();
-    let h = resp.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    Ok(resp)
+    let event = crate::audit::event(state, origin, kind, subject);
+    minted.issuance.audit.push(event);
 }
 
 /// RFC 6749 §4.1.3. A code presented twice is refused and everything issued from it
@@ -137,6 +154,13 @@ async fn authorization_code(
         record.nonce.as_deref(),
     )
     .await?;
+    attach_audit(
+        state,
+        origin,
+        client,
+        GrantType::AuthorizationCode,
+        &mut minted,
+    );
     match state
         .store()
         .redeem_code(&hash, &minted.issuance, now)
@@ -203,6 +227,7 @@ async fn refresh(
         ),
         _ => None,
     };
+    attach_audit(state, origin, client, GrantType::RefreshToken, &mut minted);
     match state
         .store()
         .rotate_refresh_token(&hash, &minted.issuance, sealed_successor.as_deref(), now)
@@ -242,6 +267,13 @@ async fn retry_or_reuse(
     match retry_rotation(state, client, grant, requested_scope, retry).await? {
         Some(minted) => {
             crate::metrics::event("refresh_retry", "served");
+            let subject = Subject {
+                tenant: grant.tenant.as_deref(),
+                actor: grant.user_id.as_deref(),
+                client_id: Some(&client.id),
+                detail: Some(format!("grant_id={}", grant.id)),
+            };
+            record(state, origin, "token.refresh_retried", subject).await;
             tracing::info!(client_id = %client.id, grant_id = %grant.id, "refresh retried inside the retry window: same successor returned");
             Ok(minted)
         }
@@ -312,6 +344,7 @@ async fn reuse(state: &AppState, origin: &Origin, client: &Client, grant: &Grant
 /// RFC 6749 §4.4: tokens for the client itself, never with a refresh token.
 async fn client_credentials(
     state: &AppState,
+    origin: &Origin,
     client: &Client,
     scope: ScopeSet,
     audiences: Vec<String>,
@@ -332,7 +365,14 @@ async fn client_credentials(
         created_at: now,
     };
     let jwt = jwt_signer(state, client).await?;
-    let minted = mint(client, &grant, scope, false, true, now, jwt.as_ref())?;
+    let mut minted = mint(client, &grant, scope, false, true, now, jwt.as_ref())?;
+    attach_audit(
+        state,
+        origin,
+        client,
+        GrantType::ClientCredentials,
+        &mut minted,
+    );
     state.store().issue(&minted.issuance).await?;
     Ok(minted)
 }
