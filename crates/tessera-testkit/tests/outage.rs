@@ -373,8 +373,11 @@ async fn a_database_outage_is_a_fast_503_and_the_node_recovers_with_every_grant_
         );
     }
     for o in outcomes.iter() {
-        assert!(o.elapsed < BOUND, "{} took {:?}", o.what, o.elapsed);
         let page = o.what == "authorize";
+        // An "authorize" outcome is a whole browser flow: several requests and a password
+        // check, each bounded, so the flow gets a multiple of the bound.
+        let bound = if page { BOUND * 3 } else { BOUND };
+        assert!(o.elapsed < bound, "{} took {:?}", o.what, o.elapsed);
         let ok = o.status == 200
             || if page {
                 o.status == 503
