@@ -43,6 +43,16 @@ pub struct ServeConfig {
     pub request_timeout: u64,
     /// Seconds requests in flight get to finish after SIGTERM / Ctrl-C.
     pub shutdown_grace: u64,
+    /// PostgreSQL: seconds a statement may run (or a transaction idle) before the database
+    /// cancels it; 0 keeps the database's own setting.
+    pub database_statement_timeout: u64,
+    /// PostgreSQL TLS: `disable`, `prefer`, `require`, `verify-ca` or `verify-full`; empty:
+    /// the URL's `sslmode` (default `prefer`).
+    pub database_tls_mode: String,
+    /// PEM files for PostgreSQL TLS (empty: unset, or the URL's `sslrootcert`, …).
+    pub database_tls_root_cert: String,
+    pub database_tls_client_cert: String,
+    pub database_tls_client_key: String,
 }
 
 impl Default for ServeConfig {
@@ -69,6 +79,11 @@ impl Default for ServeConfig {
             header_read_timeout: limits.header_read_timeout.as_secs(),
             request_timeout: limits.request_timeout.as_secs(),
             shutdown_grace: limits.shutdown_grace.as_secs(),
+            database_statement_timeout: tessera_store_postgres::DEFAULT_STATEMENT_TIMEOUT.as_secs(),
+            database_tls_mode: String::new(),
+            database_tls_root_cert: String::new(),
+            database_tls_client_cert: String::new(),
+            database_tls_client_key: String::new(),
         }
     }
 }
@@ -94,6 +109,11 @@ const ENV_KEYS: &[&str] = &[
     "header_read_timeout",
     "request_timeout",
     "shutdown_grace",
+    "database_statement_timeout",
+    "database_tls_mode",
+    "database_tls_root_cert",
+    "database_tls_client_cert",
+    "database_tls_client_key",
 ];
 
 pub struct Flags {
@@ -157,13 +177,28 @@ impl ServeConfig {
         })
     }
 
-    /// Pool settings for a PostgreSQL store (ignored by SQLite).
-    pub fn postgres_options(&self) -> tessera_store_postgres::PostgresOptions {
-        tessera_store_postgres::PostgresOptions {
+    /// Pool and TLS settings for a PostgreSQL store (ignored by SQLite).
+    pub fn postgres_options(&self) -> Result<tessera_store_postgres::PostgresOptions> {
+        let path = |p: &String| (!p.is_empty()).then(|| PathBuf::from(p));
+        let mode = match self.database_tls_mode.as_str() {
+            "" => None,
+            m => Some(
+                m.parse::<tessera_store_postgres::TlsMode>()
+                    .map_err(|e| anyhow!("invalid configuration: {e}"))?,
+            ),
+        };
+        Ok(tessera_store_postgres::PostgresOptions {
             max_connections: self.database_max_connections.max(1),
             acquire_timeout: std::time::Duration::from_secs(self.database_acquire_timeout.max(1)),
             schema: None,
-        }
+            statement_timeout: std::time::Duration::from_secs(self.database_statement_timeout),
+            tls: tessera_store_postgres::TlsOptions {
+                mode,
+                root_cert: path(&self.database_tls_root_cert),
+                client_cert: path(&self.database_tls_client_cert),
+                client_key: path(&self.database_tls_client_key),
+            },
+        })
     }
 
     /// The server settings, with the issuer derived from the bound address when unset.

@@ -465,7 +465,7 @@ async fn keys_command(cmd: KeysCmd, database: Option<String>) -> Result<()> {
         database_url: database,
     })?;
     let sealer = tessera_server::sealer(&master_key(&cfg)?)?;
-    let store = open_store_with(&cfg.database_url, cfg.postgres_options()).await?;
+    let store = open_store_with(&cfg.database_url, cfg.postgres_options()?).await?;
     let now = now();
     // Make sure there is something to list or rotate from (first use).
     tessera_server::keys::load_or_init(&*store, &sealer, now).await?;
@@ -703,7 +703,7 @@ async fn serve(database: Option<String>, args: ServeArgs) -> Result<()> {
     let settings = cfg.settings(bound)?;
     let limits = cfg.connection_limits()?;
     let key = master_key(&cfg)?;
-    let store = open_store_with(&cfg.database_url, cfg.postgres_options()).await?;
+    let store = open_store_with(&cfg.database_url, cfg.postgres_options()?).await?;
     let issuer = settings.issuer.clone();
     let state = AppState::new(
         settings,

@@ -1028,3 +1028,54 @@ fn audit_and_janitor_commands() {
     let pruned = ok_json(&run(dir.path(), &["janitor", "--json"], ""));
     assert_eq!(pruned["access_tokens"], 0);
 }
+
+#[test]
+fn postgres_tls_settings_are_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = PgSchema::new();
+    let url = schema.url();
+    let key = (
+        "TESSERA_MASTER_KEY",
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+    );
+    // Encrypted without a certificate check: the local server's certificate will do.
+    let keys = ok_json(&run_pg(
+        dir.path(),
+        &url,
+        &["keys", "list", "--json"],
+        &[key, ("TESSERA_DATABASE_TLS_MODE", "require")],
+    ));
+    assert!(!keys.as_array().unwrap().is_empty(), "{keys}");
+
+    // A root that did not sign the server's certificate: refused, and said so.
+    let unrelated = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tessera-store-postgres/tests/fixtures/unrelated-ca.pem");
+    let out = run_pg(
+        dir.path(),
+        &url,
+        &["keys", "list", "--json"],
+        &[
+            key,
+            ("TESSERA_DATABASE_TLS_MODE", "verify-full"),
+            (
+                "TESSERA_DATABASE_TLS_ROOT_CERT",
+                unrelated.to_str().unwrap(),
+            ),
+        ],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("PostgreSQL") && stderr.contains("TLS handshake"),
+        "{stderr}"
+    );
+
+    let out = run_pg(
+        dir.path(),
+        &url,
+        &["keys", "list"],
+        &[key, ("TESSERA_DATABASE_TLS_MODE", "verify_full")],
+    );
+    let err = first_error_line(&out);
+    assert!(err.contains("verify-full"), "{err}");
+}

@@ -17,6 +17,7 @@
 //! server answers with 503 / `temporarily_unavailable`.
 
 mod migrations;
+mod tls;
 
 use std::time::Duration;
 
@@ -33,10 +34,16 @@ use tessera_core::personal_token::PersonalAccessToken;
 use tessera_core::{ScopeSet, UnixTime};
 use tessera_store::{Issuance, SharedCounters, Store, StoreError, StoreResult, Swap};
 
+pub use tls::{TlsMode, TlsOptions};
+
 /// Pool size when none is configured.
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
 /// How long a step waits for a pooled connection before failing as `Unavailable`.
 pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest a statement may run (or a transaction sit idle) on the server before PostgreSQL
+/// cancels it; Tessera's statements take milliseconds, so this only cuts off lock waits
+/// behind a frozen node and an overloaded database.
+pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// First key of the migration advisory lock ("tess"); the second is the search path's hash.
 const LOCK_CLASS: i32 = 0x7465_7373;
 
@@ -51,6 +58,11 @@ pub struct PostgresOptions {
     /// created when missing). `None`: the `schema` parameter of the URL if any, else the
     /// server's default search path (usually `public`).
     pub schema: Option<String>,
+    /// `statement_timeout` and `idle_in_transaction_session_timeout` of every connection
+    /// (zero: the server's own settings).
+    pub statement_timeout: Duration,
+    /// TLS to the database; the URL's `sslmode`/`sslrootcert`/… apply where this is unset.
+    pub tls: TlsOptions,
 }
 
 impl Default for PostgresOptions {
@@ -59,6 +71,8 @@ impl Default for PostgresOptions {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
             schema: None,
+            statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
+            tls: TlsOptions::default(),
         }
     }
 }
@@ -94,6 +108,21 @@ fn map_err(e: sqlx::Error) -> StoreError {
         | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
         _ => StoreError::Internal(e.to_string()),
     }
+}
+
+/// What every pooled connection runs first: the search path, and the timeouts that keep a
+/// statement stuck behind a lock (or a transaction left open by a frozen node) from
+/// holding a request, or the rows it locked, for longer than `statement_timeout`.
+fn session_settings(set_path: Option<&str>, statement_timeout: Duration) -> Option<String> {
+    let mut sql: Vec<String> = set_path.map(str::to_owned).into_iter().collect();
+    let millis = statement_timeout.as_millis();
+    if millis > 0 {
+        sql.push(format!("SET statement_timeout = {millis}"));
+        sql.push(format!(
+            "SET idle_in_transaction_session_timeout = {millis}"
+        ));
+    }
+    (!sql.is_empty()).then(|| sql.join("; "))
 }
 
 /// A schema name is put into SQL text (`SET search_path`, `CREATE SCHEMA`), so only plain
@@ -228,27 +257,29 @@ impl PostgresStore {
         let connect: PgConnectOptions = url
             .parse()
             .map_err(|e| StoreError::Internal(format!("invalid PostgreSQL URL: {e}")))?;
+        let connect = options.tls.apply(connect)?;
         let set_path = schema
             .as_ref()
             .map(|s| format!("SET search_path TO \"{s}\""));
-        let mut pool_options = PgPoolOptions::new()
+        // Plain SETs rather than a startup `options` parameter: poolers such as PgBouncer
+        // reject the latter. The migration connection below keeps no statement timeout,
+        // since building an index on a large table may take long.
+        let after_connect_sql = session_settings(set_path.as_deref(), options.statement_timeout);
+        let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(1))
-            .acquire_timeout(options.acquire_timeout);
-        if let Some(sql) = set_path.clone() {
-            // A plain SET rather than a startup `options` parameter: poolers such as
-            // PgBouncer reject the latter.
-            pool_options = pool_options.after_connect(move |conn, _meta| {
-                let sql = sql.clone();
+            .acquire_timeout(options.acquire_timeout)
+            .after_connect(move |conn, _meta| {
+                let sql = after_connect_sql.clone();
                 Box::pin(async move {
-                    conn.execute(sqlx::raw_sql(&sql)).await?;
+                    if let Some(sql) = sql {
+                        conn.execute(sqlx::raw_sql(&sql)).await?;
+                    }
                     Ok(())
                 })
-            });
-        }
-        let pool = pool_options
+            })
             .connect_with(connect.clone())
             .await
-            .map_err(map_err)?;
+            .map_err(tls::explain)?;
 
         // A connection of its own, so that the session lock dies with it whatever happens.
         let mut conn = tokio::time::timeout(

@@ -4,9 +4,11 @@
 
 mod backend;
 mod browser;
+mod proxy;
 
 pub use backend::{postgres_url, postgres_url_or_local, Backend, PgSchema};
 pub use browser::{Browser, Callback, ConsentChoice, Form, Stop};
+pub use proxy::TcpProxy;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -107,9 +109,44 @@ impl TestServer {
     pub async fn start_with(adjust: impl FnOnce(&mut Settings)) -> TestServer {
         install_log_capture();
         let dir = tempfile::tempdir().expect("tempdir");
-        let db_path = dir.path().join("tessera.db");
         let backend = Backend::from_env(dir.path());
         let store = backend.open().await;
+        Self::start_on(dir, backend, store, adjust).await
+    }
+
+    /// Starts a server on PostgreSQL at `url` (e.g. through a [`TcpProxy`]) in `schema`,
+    /// with pool `options` (their `schema` is replaced by `schema`'s).
+    pub async fn start_on_postgres(
+        url: &str,
+        schema: PgSchema,
+        options: tessera_store_postgres::PostgresOptions,
+        adjust: impl FnOnce(&mut Settings),
+    ) -> TestServer {
+        install_log_capture();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = tessera_store_postgres::PostgresOptions {
+            schema: Some(schema.name.clone()),
+            ..options
+        };
+        let store: Arc<dyn Store> = Arc::new(
+            tessera_store_postgres::PostgresStore::connect_with(url, options)
+                .await
+                .expect("connect postgres"),
+        );
+        let backend = Backend::Postgres {
+            url: url.to_owned(),
+            schema,
+        };
+        Self::start_on(dir, backend, store, adjust).await
+    }
+
+    async fn start_on(
+        dir: tempfile::TempDir,
+        backend: Backend,
+        store: Arc<dyn Store>,
+        adjust: impl FnOnce(&mut Settings),
+    ) -> TestServer {
+        let db_path = dir.path().join("tessera.db");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
