@@ -16,5 +16,5 @@ cargo test --workspace --locked
 # The end-to-end HTTP suite once more, on PostgreSQL (a fresh schema per test server).
 TESSERA_TEST_DATABASE_URL="${TESSERA_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}" \
     cargo test --locked -p tessera-testkit --test it
-# Fuzz targets for a bounded time (FUZZ_SECONDS=0 skips them).
-if [ "${FUZZ_SECONDS:-60}" != 0 ]; then ./scripts/fuzz.sh; fi
+# Fuzz targets for a bounded time, 30 s each here (FUZZ_SECONDS=0 skips them).
+if [ "${FUZZ_SECONDS:=30}" != 0 ]; then FUZZ_SECONDS="$FUZZ_SECONDS" ./scripts/fuzz.sh; fi
