@@ -7,6 +7,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tessera_testkit::{postgres_url_or_local, PgSchema};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tessera");
 
@@ -424,55 +425,6 @@ fn bad_client_input_is_refused_and_writes_nothing() {
     assert_eq!(list.as_array().unwrap().len(), 1);
 }
 
-fn postgres_base_url() -> String {
-    std::env::var("TESSERA_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-/// A fresh PostgreSQL schema for one test, named in the URL (`schema=`; Tessera creates it
-/// on first connect), dropped with everything in it on drop.
-struct PgSchema {
-    name: String,
-}
-
-impl PgSchema {
-    fn new() -> PgSchema {
-        use std::hash::{BuildHasher, Hasher};
-        // Randomly keyed per process and per call: a unique enough name.
-        let random = std::collections::hash_map::RandomState::new()
-            .build_hasher()
-            .finish();
-        PgSchema {
-            name: format!("tessera_cli_{}_{random:016x}", std::process::id()),
-        }
-    }
-
-    fn url(&self) -> String {
-        let base = postgres_base_url();
-        let sep = if base.contains('?') { '&' } else { '?' };
-        format!("{base}{sep}schema={}", self.name)
-    }
-}
-
-impl Drop for PgSchema {
-    fn drop(&mut self) {
-        let sql = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name);
-        let dropped = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(async {
-                use sqlx::Connection;
-                let mut conn = sqlx::PgConnection::connect(&postgres_base_url()).await?;
-                sqlx::Executor::execute(&mut conn, sqlx::raw_sql(&sql)).await?;
-                conn.close().await
-            });
-        if let Err(e) = dropped {
-            eprintln!("could not drop test schema {}: {e}", self.name);
-        }
-    }
-}
-
 /// Runs `tessera --database <url> args…` in `dir` with no master key in the environment.
 fn run_pg(dir: &Path, url: &str, args: &[&str], envs: &[(&str, &str)]) -> Output {
     Command::new(BIN)
@@ -492,8 +444,8 @@ fn run_pg(dir: &Path, url: &str, args: &[&str], envs: &[(&str, &str)]) -> Output
 #[test]
 fn admin_commands_work_on_postgres() {
     let dir = tempfile::tempdir().unwrap();
-    let schema = PgSchema::new();
-    let url = schema.url();
+    let schema = PgSchema::new("cli");
+    let url = schema.url(&postgres_url_or_local());
     let t = ok_json(&run_pg(
         dir.path(),
         &url,
@@ -1032,8 +984,8 @@ fn audit_and_janitor_commands() {
 #[test]
 fn postgres_tls_settings_are_applied() {
     let dir = tempfile::tempdir().unwrap();
-    let schema = PgSchema::new();
-    let url = schema.url();
+    let schema = PgSchema::new("cli");
+    let url = schema.url(&postgres_url_or_local());
     let key = (
         "TESSERA_MASTER_KEY",
         "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
