@@ -33,6 +33,7 @@ pub struct ServeConfig {
     pub key_rotation_interval: i64,
     pub refresh_retry_window: i64,
     pub key_reload_interval: u64,
+    pub audit_retention: i64,
     /// `[rate_limits]` table in the file (see README).
     pub rate_limits: tessera_server::limits::RateLimitSettings,
     /// Whether signed-in users may register their own clients on `/settings/api`.
@@ -74,6 +75,7 @@ impl Default for ServeConfig {
             key_rotation_interval: s.key_rotation_interval,
             refresh_retry_window: s.refresh_retry_window,
             key_reload_interval: s.key_reload_interval,
+            audit_retention: s.audit_retention,
             rate_limits: s.rate_limits,
             allow_user_clients: s.allow_user_clients,
             header_read_timeout: limits.header_read_timeout.as_secs(),
@@ -105,6 +107,7 @@ const ENV_KEYS: &[&str] = &[
     "key_rotation_interval",
     "refresh_retry_window",
     "key_reload_interval",
+    "audit_retention",
     "allow_user_clients",
     "header_read_timeout",
     "request_timeout",
@@ -225,6 +228,7 @@ impl ServeConfig {
             key_rotation_interval: self.key_rotation_interval,
             refresh_retry_window: self.refresh_retry_window,
             key_reload_interval: self.key_reload_interval,
+            audit_retention: self.audit_retention,
             rate_limits: self.rate_limits.clone(),
             allow_user_clients: self.allow_user_clients,
         };

@@ -62,6 +62,9 @@ enum Command {
     Janitor {
         #[arg(long)]
         json: bool,
+        /// Audit events older than this many seconds are deleted too (0 keeps them).
+        #[arg(long, default_value_t = tessera_server::config::DEFAULT_AUDIT_RETENTION)]
+        audit_retention: i64,
     },
 }
 
@@ -434,19 +437,26 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Janitor { json } => {
+        Command::Janitor {
+            json,
+            audit_retention,
+        } => {
+            if audit_retention < 0 {
+                anyhow::bail!("--audit-retention must be 0 or a number of seconds");
+            }
             let store = open_store(&database_url(&cli.database)).await?;
-            let pruned = tessera_server::janitor::sweep(&*store, now()).await?;
+            let pruned = tessera_server::janitor::sweep(&*store, now(), audit_retention).await?;
             if json {
                 print_json(&json!(pruned));
             } else {
                 println!(
-                    "pruned {} codes, {} access tokens, {} refresh tokens, {} grants, {} sessions",
+                    "pruned {} codes, {} access tokens, {} refresh tokens, {} grants, {} sessions, {} audit events",
                     pruned.codes,
                     pruned.access_tokens,
                     pruned.refresh_tokens,
                     pruned.grants,
-                    pruned.sessions
+                    pruned.sessions,
+                    pruned.audit_events
                 );
             }
             Ok(())

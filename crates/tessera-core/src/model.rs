@@ -451,10 +451,17 @@ pub struct Pruned {
     pub refresh_tokens: u64,
     pub grants: u64,
     pub sessions: u64,
+    /// Audit events older than the retention period.
+    pub audit_events: u64,
 }
 
 impl Pruned {
     pub fn total(&self) -> u64 {
-        self.codes + self.access_tokens + self.refresh_tokens + self.grants + self.sessions
+        self.codes
+            + self.access_tokens
+            + self.refresh_tokens
+            + self.grants
+            + self.sessions
+            + self.audit_events
     }
 }

@@ -2,6 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Audit events are kept 90 days unless configured otherwise.
+pub const DEFAULT_AUDIT_RETENTION: i64 = 90 * 24 * 3600;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
@@ -29,6 +32,8 @@ pub struct Settings {
     /// How often each node re-reads the signing keys from the store (seconds), so keys
     /// rotated on another node are published here within this bound.
     pub key_reload_interval: u64,
+    /// Seconds audit events are kept; the janitor deletes older ones (0: forever).
+    pub audit_retention: i64,
     /// Whether signed-in users may register OAuth clients of their own on `/settings/api`.
     pub allow_user_clients: bool,
 }
@@ -46,6 +51,7 @@ impl Default for Settings {
             rate_limits: crate::limits::RateLimitSettings::default(),
             refresh_retry_window: 0,
             key_reload_interval: 30,
+            audit_retention: DEFAULT_AUDIT_RETENTION,
             allow_user_clients: true,
         }
     }
@@ -83,6 +89,9 @@ impl Settings {
         self.rate_limits.validate()?;
         if !(0..=300).contains(&self.refresh_retry_window) {
             return Err("refresh_retry_window must be between 0 (off) and 300 seconds".into());
+        }
+        if self.audit_retention != 0 && self.audit_retention < 60 {
+            return Err("audit_retention must be 0 (keep forever) or at least 60 seconds".into());
         }
         if !(1..=300).contains(&self.key_reload_interval) {
             return Err("key_reload_interval must be between 1 and 300 seconds".into());

@@ -13,9 +13,19 @@ pub const GRACE: i64 = 300;
 /// Steps per sweep, so a huge backlog is spread over several sweeps.
 const MAX_STEPS: u32 = 50;
 
-/// One sweep: batches until nothing is left or the step budget is spent.
-pub async fn sweep(store: &dyn Store, now: UnixTime) -> StoreResult<Pruned> {
+/// One sweep: batches until nothing is left or the step budget is spent. Audit events
+/// older than `audit_retention` seconds go too (0 keeps them forever).
+pub async fn sweep(store: &dyn Store, now: UnixTime, audit_retention: i64) -> StoreResult<Pruned> {
     let mut total = Pruned::default();
+    if audit_retention > 0 {
+        for _ in 0..MAX_STEPS {
+            let n = store.prune_audit(now - audit_retention, BATCH).await?;
+            total.audit_events += n;
+            if n < u64::from(BATCH) {
+                break;
+            }
+        }
+    }
     for _ in 0..MAX_STEPS {
         let p = store.prune_expired(now, GRACE, BATCH).await?;
         total.codes += p.codes;

@@ -76,7 +76,13 @@ pub async fn serve_with(
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
             loop {
                 tick.tick().await;
-                match janitor::sweep(&**state.store(), state.now()).await {
+                match janitor::sweep(
+                    &**state.store(),
+                    state.now(),
+                    state.settings().audit_retention,
+                )
+                .await
+                {
                     Ok(p) if p.total() > 0 => tracing::info!(pruned = ?p, "janitor pass"),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "janitor pass failed"),

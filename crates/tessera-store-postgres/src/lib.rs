@@ -1104,6 +1104,19 @@ impl Store for PostgresStore {
             .collect()
     }
 
+    async fn prune_audit(&self, before: UnixTime, batch: u32) -> StoreResult<u64> {
+        sqlx::query(
+            "DELETE FROM audit_events WHERE id IN
+             (SELECT id FROM audit_events WHERE at < $1 ORDER BY at LIMIT $2)",
+        )
+        .bind(before)
+        .bind(i64::from(batch))
+        .execute(&self.pool)
+        .await
+        .map(|r| r.rows_affected())
+        .map_err(map_err)
+    }
+
     async fn prune_expired(&self, now: UnixTime, grace: i64, batch: u32) -> StoreResult<Pruned> {
         let cutoff = now - grace.max(0);
         let batch = i64::from(batch);
@@ -1127,6 +1140,7 @@ impl Store for PostgresStore {
                          AND NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.grant_id = g.id)
                          LIMIT $2)")
             .await?,
+            audit_events: 0,
             sessions: prune(&mut tx, cutoff, batch, "DELETE FROM sessions WHERE hash IN
                         (SELECT hash FROM sessions WHERE expires_at < $1 LIMIT $2)")
             .await?,

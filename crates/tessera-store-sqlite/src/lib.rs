@@ -1090,6 +1090,19 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn prune_audit(&self, before: UnixTime, batch: u32) -> StoreResult<u64> {
+        self.write(move |c| {
+            c.execute(
+                "DELETE FROM audit_events WHERE rowid IN
+                 (SELECT rowid FROM audit_events WHERE at < ?1 ORDER BY at LIMIT ?2)",
+                params![before, batch],
+            )
+            .map(|n| n as u64)
+            .map_err(map_err)
+        })
+        .await
+    }
+
     async fn prune_expired(&self, now: UnixTime, grace: i64, batch: u32) -> StoreResult<Pruned> {
         let cutoff = now - grace.max(0);
         self.write(move |c| {
@@ -1113,6 +1126,7 @@ impl Store for SqliteStore {
                              AND NOT EXISTS (SELECT 1 FROM access_tokens a WHERE a.grant_id = g.id)
                              AND NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.grant_id = g.id)
                              LIMIT ?2)")?,
+                audit_events: 0,
                 sessions: run("DELETE FROM sessions WHERE hash IN
                             (SELECT hash FROM sessions WHERE expires_at < ?1 LIMIT ?2)")?,
             })

@@ -167,6 +167,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     parallel_retries_have_one_winner(store.clone()).await;
     signing_keys(&*store).await;
     audit_trail(&*store).await;
+    audit_retention(&*store).await;
     audit_rides_with_its_issuance(&*store).await;
     janitor_prunes_only_dead_rows(&*store).await;
     self_service::run(&*store).await;
@@ -1033,4 +1034,44 @@ async fn hostile_keys_find_nothing(store: &dyn Store) {
             "nothing to delete for {key:?}"
         );
     }
+}
+
+/// The janitor's audit retention: events before the cut-off go in bounded batches, the
+/// others stay.
+async fn audit_retention(store: &dyn Store) {
+    use tessera_core::model::AuditEvent;
+    let marker = unique("retained");
+    let far = NOW + 30_000_000;
+    let event = |at: i64| AuditEvent {
+        at,
+        kind: marker.clone(),
+        tenant: None,
+        actor: None,
+        client_id: None,
+        ip: None,
+        request_id: None,
+        detail: None,
+    };
+    must(
+        store
+            .append_audit(&[event(far), event(far + 1), event(far + 100)])
+            .await,
+        "append_audit",
+    );
+    let first = must(store.prune_audit(far + 50, 1).await, "prune_audit");
+    check!(first == 1, "a batch of one deletes one event, got {first}");
+    loop {
+        if must(store.prune_audit(far + 50, 1000).await, "prune_audit") == 0 {
+            break;
+        }
+    }
+    let left: Vec<i64> = must(store.list_audit(far, 10).await, "list_audit")
+        .into_iter()
+        .filter(|e| e.kind == marker)
+        .map(|e| e.at)
+        .collect();
+    check!(
+        left == vec![far + 100],
+        "only the recent event is kept: {left:?}"
+    );
 }

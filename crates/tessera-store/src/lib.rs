@@ -161,6 +161,8 @@ pub trait Store: Send + Sync + 'static {
     /// access and refresh tokens and sessions past their expiry (plus `grace` seconds),
     /// and grants with no token left. A live row is never deleted.
     async fn prune_expired(&self, now: UnixTime, grace: i64, batch: u32) -> StoreResult<Pruned>;
+    /// Deletes at most `batch` audit events older than `before`, oldest first.
+    async fn prune_audit(&self, before: UnixTime, batch: u32) -> StoreResult<u64>;
 
     async fn list_signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>>;
     /// Stores new keys and retires old ones in one atomic step (a rotation).

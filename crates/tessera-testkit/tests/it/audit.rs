@@ -131,7 +131,7 @@ async fn janitor_prunes_expired_rows_and_keeps_live_ones() {
     let (_, _, fresh) = server
         .post_form("/oauth2/token", &form, client.basic())
         .await;
-    let pruned = tessera_server::janitor::sweep(&*server.store, server.now())
+    let pruned = tessera_server::janitor::sweep(&*server.store, server.now(), 0)
         .await
         .unwrap();
     assert_eq!(pruned.access_tokens, 1, "{pruned:?}");
@@ -144,8 +144,49 @@ async fn janitor_prunes_expired_rows_and_keeps_live_ones() {
         .introspect(&client, old["access_token"].as_str().unwrap())
         .await;
     assert_eq!(intro["active"], false);
-    let again = tessera_server::janitor::sweep(&*server.store, server.now())
+    let again = tessera_server::janitor::sweep(&*server.store, server.now(), 0)
         .await
         .unwrap();
     assert_eq!(again.total(), 0, "nothing left to prune: {again:?}");
+}
+
+#[tokio::test]
+async fn the_janitor_keeps_the_audit_trail_for_the_retention_period_only() {
+    let server = TestServer::start().await;
+    let client = server
+        .client(ClientSpec {
+            name: "Retained".into(),
+            redirect_uris: vec!["https://app.example.com/cb".into()],
+            grant_types: Some("client_credentials".into()),
+            ..Default::default()
+        })
+        .await;
+    let form = [("grant_type", "client_credentials")];
+    server
+        .post_form("/oauth2/token", &form, client.basic())
+        .await;
+    let old = server.now();
+    server.clock.advance(120);
+    server
+        .post_form("/oauth2/token", &form, client.basic())
+        .await;
+    let before = server.store.list_audit(old, 100).await.unwrap();
+    assert_eq!(before.len(), 2, "{before:?}");
+
+    // Retention 60 s: the older event goes, the newer one (60 s old... not yet) stays.
+    server.clock.advance(30);
+    let pruned = tessera_server::janitor::sweep(&*server.store, server.now(), 60)
+        .await
+        .unwrap();
+    assert_eq!(pruned.audit_events, 1, "{pruned:?}");
+    let after = server.store.list_audit(0, 100).await.unwrap();
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(after[0].at, old + 120);
+    // Retention 0 keeps everything.
+    server.clock.advance(10_000);
+    let kept = tessera_server::janitor::sweep(&*server.store, server.now(), 0)
+        .await
+        .unwrap();
+    assert_eq!(kept.audit_events, 0);
+    assert_eq!(server.store.list_audit(0, 100).await.unwrap().len(), 1);
 }
