@@ -698,8 +698,19 @@ fn master_key(cfg: &config::ServeConfig) -> Result<MasterKey> {
     Ok(key)
 }
 
+/// Every connection is a file descriptor: a server allowed only the usual soft limit of
+/// 1024 would refuse clients long before memory or CPU run short. Raise the soft limit to
+/// the hard one (no privilege needed) and say what we got.
+fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::info!(open_files_limit = n, "open files limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit"),
+    }
+}
+
 async fn serve(database: Option<String>, args: ServeArgs) -> Result<()> {
     init_logging();
+    raise_open_files_limit();
     let cfg = config::load(&config::Flags {
         config_file: args.config,
         listen: args.listen,

@@ -1031,3 +1031,47 @@ fn postgres_tls_settings_are_applied() {
     let err = first_error_line(&out);
     assert!(err.contains("verify-full"), "{err}");
 }
+
+/// `serve` raises its soft open-files limit to the hard one, so a default soft limit of
+/// a few hundred descriptors does not cap the connections it can hold.
+#[test]
+fn serve_raises_its_open_files_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -Sn 256 && exec "$0" "$@""#)
+        .arg(BIN)
+        .args(["--database", &db_url(dir.path())])
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_remove("TESSERA_DATABASE_URL")
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    for line in stderr.lines().map_while(Result::ok) {
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("serving at") {
+            break;
+        }
+    }
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let row = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let numbers: Vec<&str> = row.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(numbers.len(), 2, "{row}");
+    assert_ne!(numbers[0], "256", "soft limit not raised: {row}\n{seen}");
+    assert_eq!(
+        numbers[0], numbers[1],
+        "soft limit raised to the hard one: {row}"
+    );
+    assert!(seen.contains("open_files_limit"), "{seen}");
+}
