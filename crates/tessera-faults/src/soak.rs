@@ -111,11 +111,19 @@ fn row_count(db: &Path, table: &str) -> i64 {
 pub async fn run(opts: &SoakOptions) -> Result<SoakReport> {
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("tessera.db");
+    // Every simulated browser comes from 127.0.0.1, which the per-address authorize limit
+    // exists to stop; and a short audit retention, so that ten minutes show the janitor
+    // holding the store flat (the default keeps 90 days).
+    let config = dir.path().join("soak.toml");
+    std::fs::write(
+        &config,
+        "audit_retention = 300\n[rate_limits]\nauthorize_requests = { burst = 1000000, per_minute = 1000000 }\n",
+    )?;
     let tessera = Tessera {
         binary: opts.tessera.clone(),
         database: format!("sqlite://{}", db.display()),
         env: Vec::new(),
-        serve_args: Vec::new(),
+        serve_args: vec!["--config".into(), config.display().to_string()],
     };
     let provisioner = tessera.clone();
     let ttl = opts.token_ttl;
