@@ -710,7 +710,6 @@ fn raise_open_files_limit() {
 
 async fn serve(database: Option<String>, args: ServeArgs) -> Result<()> {
     init_logging();
-    raise_open_files_limit();
     let cfg = config::load(&config::Flags {
         config_file: args.config,
         listen: args.listen,
@@ -737,6 +736,8 @@ async fn serve(database: Option<String>, args: ServeArgs) -> Result<()> {
     if args.demo {
         demo::provision(&*store, &issuer).await?;
     }
+    // Last before serving, so that a configuration error stays the first line printed.
+    raise_open_files_limit();
     tracing::info!(issuer = %issuer, "tessera serving at http://{bound}");
     tessera_server::serve_with(listener, state, shutdown_signal(), limits).await?;
     // The server has let go of the store; dropping the last handle commits what is
