@@ -4,10 +4,10 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
-use tessera_testkit::{postgres_url_or_local, PgSchema};
+use tessera_testkit::{postgres_url_or_local, wait_until_serving, PgSchema};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tessera");
 
@@ -562,32 +562,11 @@ fn serve(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Server {
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().expect("spawn serve");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("server did not log its URL in time");
-        if let Some(pos) = line.find("serving at ") {
-            let base = line[pos + "serving at ".len()..]
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .to_owned();
-            return Server {
-                child,
-                base,
-                stderr_lines: rx,
-            };
-        }
+    let (base, stderr_lines) = wait_until_serving(&mut child);
+    Server {
+        child,
+        base,
+        stderr_lines,
     }
 }
 

@@ -4,14 +4,14 @@
 //! over them, keys rotated anywhere are published everywhere within the reload bound, and
 //! failure limits are counted across nodes.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use tessera_testkit::{postgres_url_or_local, Form, PgSchema, Pkce};
+use tessera_testkit::{postgres_url_or_local, wait_until_serving, Form, PgSchema, Pkce};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tessera");
 const MASTER_KEY: &str = "Y2x1c3Rlci10ZXN0LW1hc3Rlci1rZXktMzItYnl0ZXM";
@@ -148,30 +148,8 @@ fn start_node(dir: &Path, url: &str, envs: &[(&str, &str)], serve_args: &[&str])
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().expect("spawn serve");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                // Keep draining so the node never blocks on a full pipe.
-                continue;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("node did not log its URL in time");
-        if let Some(pos) = line.find("serving at ") {
-            let base = line[pos + "serving at ".len()..]
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .to_owned();
-            return Node { child, base };
-        }
-    }
+    let (base, _logs) = wait_until_serving(&mut child);
+    Node { child, base }
 }
 
 /// A browser whose requests go to whichever node the test names: its cookie jar is shared

@@ -4,10 +4,12 @@
 
 mod backend;
 mod browser;
+mod process;
 mod proxy;
 
 pub use backend::{postgres_url, postgres_url_or_local, Backend, PgSchema};
 pub use browser::{Browser, Callback, ConsentChoice, Form, Stop};
+pub use process::wait_until_serving;
 pub use proxy::TcpProxy;
 
 use std::path::PathBuf;

@@ -205,6 +205,7 @@ fn client_row(c: &Client) -> ClientRow {
     }
 }
 
+#[derive(Default)]
 struct ApiView {
     notice: Option<&'static str>,
     revealed: Option<Revealed>,
@@ -267,9 +268,7 @@ pub async fn api_get(
     let params = params.unwrap_or_default();
     let view = ApiView {
         notice: notice(&params),
-        revealed: None,
-        client_form: ClientFormView::default(),
-        token_form: TokenFormView::default(),
+        ..ApiView::default()
     };
     api_page(&state, &headers, &user, view, StatusCode::OK).await
 }
@@ -339,10 +338,8 @@ pub async fn create_client(
         fields,
     };
     let view = ApiView {
-        notice: None,
         revealed: Some(revealed),
-        client_form: ClientFormView::default(),
-        token_form: TokenFormView::default(),
+        ..ApiView::default()
     };
     api_page(&state, &headers, &user, view, StatusCode::OK).await
 }
@@ -468,10 +465,8 @@ pub async fn rotate_secret(
         ],
     };
     let view = ApiView {
-        notice: None,
         revealed: Some(revealed),
-        client_form: ClientFormView::default(),
-        token_form: TokenFormView::default(),
+        ..ApiView::default()
     };
     api_page(&state, &headers, &user, view, StatusCode::OK).await
 }
@@ -564,10 +559,8 @@ pub async fn create_token(
         fields: vec![("Token", "new-token", token)],
     };
     let view = ApiView {
-        notice: None,
         revealed: Some(revealed),
-        client_form: ClientFormView::default(),
-        token_form: TokenFormView::default(),
+        ..ApiView::default()
     };
     api_page(&state, &headers, &user, view, StatusCode::OK).await
 }
