@@ -23,6 +23,16 @@ impl Clock for SystemClock {
     }
 }
 
+/// Milliseconds of the system clock, for ordering ids only (never for protocol time,
+/// which comes from a [`Clock`]).
+#[allow(clippy::disallowed_methods)]
+pub fn wall_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// A clock that starts at the system time and moves only when told to.
 #[derive(Debug, Clone)]
 pub struct ManualClock(Arc<AtomicI64>);

@@ -8,13 +8,19 @@
 //! write in the batch (group commit). One writer also makes every atomic step trivially
 //! serialised: two redemptions of one code can never interleave.
 //!
+//! Checkpoints (copying the WAL back into the database file) run on a thread of their
+//! own, so the writer's loop does only the work callers wait for; the writer checkpoints
+//! itself only when the WAL has grown past a bound the background thread could not keep.
+//!
 //! Read path: a small pool of read-only connections used from `spawn_blocking`; WAL lets
 //! them read while the writer writes.
 
 mod migrations;
 
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
@@ -32,6 +38,30 @@ use tessera_store::{Issuance, Store, StoreError, StoreResult, Swap};
 pub const MAX_BATCH: usize = 512;
 const BUSY_TIMEOUT_MS: u64 = 5000;
 const MAX_IDLE_READERS: usize = 8;
+/// The background checkpointer runs at most this often while writes come in.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
+/// WAL frames (pages) past which the writer restarts the WAL itself: under sustained
+/// writes a passive checkpoint never sees the WAL complete, and the file would grow.
+const WAL_RESTART_FRAMES: i64 = 8192;
+
+/// What the writer and the checkpointer share.
+#[derive(Default)]
+struct CheckpointSignal {
+    /// Commits since the checkpointer last ran.
+    commits: AtomicU64,
+    /// Set by the checkpointer when the WAL is past [`WAL_RESTART_FRAMES`].
+    restart_wanted: AtomicBool,
+    stop: AtomicBool,
+    wake: (Mutex<()>, Condvar),
+}
+
+impl CheckpointSignal {
+    /// Under the lock, so that a checkpointer about to wait cannot miss it.
+    fn notify(&self) {
+        let _guard = self.wake.0.lock().unwrap_or_else(|e| e.into_inner());
+        self.wake.1.notify_one();
+    }
+}
 
 pub struct SqliteStore {
     writer: mpsc::SyncSender<Box<dyn WriteJob>>,
@@ -39,6 +69,8 @@ pub struct SqliteStore {
     path: PathBuf,
     /// Joined on drop, so that a dropped store has committed and closed its file.
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    checkpoint: Arc<CheckpointSignal>,
+    checkpointer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Drop for SqliteStore {
@@ -48,6 +80,16 @@ impl Drop for SqliteStore {
     fn drop(&mut self) {
         if let Ok(mut pool) = self.readers.lock() {
             pool.clear();
+        }
+        self.checkpoint.stop.store(true, Ordering::SeqCst);
+        self.checkpoint.notify();
+        let checkpointer = self
+            .checkpointer_thread
+            .lock()
+            .ok()
+            .and_then(|mut h| h.take());
+        if let Some(handle) = checkpointer {
+            let _ = handle.join();
         }
         let (closed, _) = mpsc::sync_channel(0);
         drop(std::mem::replace(&mut self.writer, closed));
@@ -143,7 +185,10 @@ fn open_connection(path: &Path, read_only: bool) -> StoreResult<Connection> {
     if !read_only {
         // WAL + FULL: each commit is fsynced to the WAL before the writer answers.
         conn.execute_batch(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
+            // temp_store: savepoint journals stay in memory instead of a temporary file
+            // created and removed for every batch.
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;
+             PRAGMA temp_store=MEMORY;",
         )
         .map_err(map_err)?;
     }
@@ -195,16 +240,29 @@ impl SqliteStore {
         }
         let mut conn = open_connection(&path, false)?;
         migrate(&mut conn)?;
+        // Checkpoints are the checkpointer's job (see the module comment).
+        conn.execute_batch("PRAGMA wal_autocheckpoint=0")
+            .map_err(map_err)?;
+        let checkpoint_conn = open_connection(&path, false)?;
+        let checkpoint = Arc::new(CheckpointSignal::default());
         let (tx, rx) = mpsc::sync_channel::<Box<dyn WriteJob>>(4 * MAX_BATCH);
+        let signal = checkpoint.clone();
         let writer_thread = std::thread::Builder::new()
             .name("tessera-sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx))
+            .spawn(move || writer_loop(conn, rx, &signal))
             .map_err(|e| StoreError::Internal(format!("cannot start writer thread: {e}")))?;
+        let signal = checkpoint.clone();
+        let checkpointer_thread = std::thread::Builder::new()
+            .name("tessera-sqlite-checkpointer".into())
+            .spawn(move || checkpointer_loop(checkpoint_conn, &signal))
+            .map_err(|e| StoreError::Internal(format!("cannot start checkpointer: {e}")))?;
         Ok(SqliteStore {
             writer: tx,
             readers: Mutex::new(Vec::new()),
             path,
             writer_thread: Mutex::new(Some(writer_thread)),
+            checkpoint,
+            checkpointer_thread: Mutex::new(Some(checkpointer_thread)),
         })
     }
 
@@ -298,7 +356,49 @@ impl SqliteStore {
     }
 }
 
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<Box<dyn WriteJob>>) {
+/// Copies committed WAL frames into the database file while the writer goes on writing
+/// (a passive checkpoint never blocks it), at most every [`CHECKPOINT_INTERVAL`].
+fn checkpointer_loop(conn: Connection, signal: &CheckpointSignal) {
+    let (lock, wake) = &signal.wake;
+    loop {
+        {
+            let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = wake.wait_timeout_while(guard, Duration::from_secs(5), |_| {
+                signal.commits.load(Ordering::Relaxed) == 0 && !signal.stop.load(Ordering::SeqCst)
+            });
+        }
+        if signal.stop.load(Ordering::SeqCst) {
+            break;
+        }
+        if signal.commits.swap(0, Ordering::Relaxed) == 0 {
+            continue;
+        }
+        // (busy, frames in the WAL, frames checkpointed)
+        let outcome = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        });
+        match outcome {
+            Ok((_, frames, _)) if frames > WAL_RESTART_FRAMES => {
+                signal.restart_wanted.store(true, Ordering::Relaxed);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "background checkpoint failed"),
+        }
+        std::thread::sleep(CHECKPOINT_INTERVAL);
+    }
+    // Closed before the writer, whose close then checkpoints and removes the WAL.
+    drop(conn);
+}
+
+fn writer_loop(
+    conn: Connection,
+    rx: mpsc::Receiver<Box<dyn WriteJob>>,
+    checkpoint: &CheckpointSignal,
+) {
     let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(MAX_BATCH);
     while let Ok(first) = rx.recv() {
         batch.push(first);
@@ -330,6 +430,16 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Box<dyn WriteJob>>) {
                 Err(StoreError::Unavailable(m)) => Err(StoreError::Unavailable(m.clone())),
                 Err(e) => Err(StoreError::Internal(e.to_string())),
             });
+        }
+        if checkpoint.commits.fetch_add(1, Ordering::Relaxed) == 0 {
+            checkpoint.notify();
+        }
+        if checkpoint.restart_wanted.swap(false, Ordering::Relaxed) {
+            // Most frames are already copied by the checkpointer; this copies the rest
+            // and lets the next commit start the WAL from its beginning.
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
+                tracing::warn!(error = %e, "WAL restart failed");
+            }
         }
     }
     // All senders gone: the store was dropped. Closing checkpoints the WAL.

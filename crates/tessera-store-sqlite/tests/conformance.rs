@@ -26,3 +26,47 @@ async fn reopening_keeps_data_and_schema() {
     use tessera_store::Store;
     assert!(store.get_client("keep-me").await.unwrap().is_some());
 }
+
+/// Frames written by the writer reach the database file without the writer checkpointing
+/// (its automatic checkpoint is off): the background checkpointer copies them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_writes_are_checkpointed_in_the_background() {
+    use tessera_store::Store;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tessera.db");
+    let store = Arc::new(SqliteStore::open(&path).unwrap());
+    let mut writes = Vec::new();
+    for i in 0..200 {
+        let store = store.clone();
+        writes.push(tokio::spawn(async move {
+            let client = tessera_store::conformance::sample_client(&format!("client-{i}"));
+            store.create_client(&client).await.unwrap();
+        }));
+    }
+    for w in writes {
+        w.await.unwrap();
+    }
+    // A passive checkpoint of our own copies nothing more once the checkpointer has run;
+    // poll for it with a deadline well above its interval.
+    let probe = rusqlite::Connection::open(&path).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let wal_bytes = std::fs::metadata(dir.path().join("tessera.db-wal"))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let db_pages: i64 = probe
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        let file_pages = std::fs::metadata(&path).unwrap().len() as i64 / 4096;
+        // The database file holds every page the schema and the 200 clients need.
+        if wal_bytes > 0 && file_pages >= db_pages {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the database file never caught up with the WAL ({file_pages} of {db_pages} pages)"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(store.list_clients().await.unwrap().len(), 200);
+}
