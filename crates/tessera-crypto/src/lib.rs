@@ -166,24 +166,36 @@ pub fn b64url_decode(text: &str) -> Option<Vec<u8>> {
     URL_SAFE_NO_PAD.decode(text).ok()
 }
 
-/// Argon2id password hashing (RFC 9106 second recommended profile: m=19 MiB, t=2, p=1,
-/// the OWASP minimum), slow on purpose: call it off the async threads.
+/// Argon2id password hashing with m=7 MiB, t=5, p=1: one of the configurations OWASP's
+/// Password Storage Cheat Sheet lists as equivalent to its m=19 MiB, t=2 minimum (same
+/// work, less memory), chosen so that a node's memory stays small under sign-ins. Slow on
+/// purpose: call it off the async threads. Hashes stored with other parameters (older
+/// releases used m=19 MiB, t=2) verify with their own.
 #[derive(Clone)]
 pub struct Passwords {
     argon: Argon2<'static>,
     dummy_hash: String,
-    /// Argon2 working memory (19 MiB a verification), reused: allocating it afresh on
-    /// whichever blocking thread runs the check left glibc holding a 64 MiB arena per
-    /// thread, over 1 GiB of RSS under steady sign-ins.
-    memory: std::sync::Arc<std::sync::Mutex<Vec<Vec<argon2::Block>>>>,
+    /// Argon2 working memories, reused: allocating them afresh on whichever blocking
+    /// thread runs the check left glibc holding an arena per thread, over 1 GiB of RSS
+    /// under steady sign-ins. At most one per core exists; more concurrent checks wait,
+    /// as they would for a core anyway.
+    memory: std::sync::Arc<MemoryPool>,
 }
 
-/// Working memories kept for reuse (more concurrent checks allocate their own).
-const KEPT_MEMORIES: usize = 4;
+#[derive(Default)]
+struct MemoryPool {
+    /// (idle memories, memories in existence)
+    state: std::sync::Mutex<(Vec<Vec<argon2::Block>>, usize)>,
+    returned: std::sync::Condvar,
+}
+
+/// Argon2 memory cost in KiB, iterations and lanes (see [`Passwords`]).
+const ARGON2_M_KIB: u32 = 7 * 1024;
+const ARGON2_T: u32 = 5;
 
 impl Passwords {
     pub fn new() -> Result<Self, CryptoError> {
-        let params = Params::new(19 * 1024, 2, 1, None)
+        let params = Params::new(ARGON2_M_KIB, ARGON2_T, 1, None)
             .map_err(|e| CryptoError::PasswordHash(e.to_string()))?;
         let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
         let dummy_hash = hash_with(&argon, "tessera-dummy-password")?;
@@ -235,21 +247,35 @@ impl Passwords {
     }
 
     fn take_memory(&self, blocks: usize) -> Vec<argon2::Block> {
-        let kept = self.memory.lock().ok().and_then(|mut pool| pool.pop());
-        match kept {
-            Some(memory) if memory.len() >= blocks => memory,
-            _ => vec![argon2::Block::default(); blocks],
+        let limit = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let pool = &*self.memory;
+        let mut state = pool.state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(memory) = state.0.pop() {
+                if memory.len() >= blocks {
+                    return memory;
+                }
+                // Too small for these (stored) parameters: replaced by a larger one.
+                state.1 -= 1;
+                continue;
+            }
+            if state.1 < limit {
+                state.1 += 1;
+                drop(state);
+                return vec![argon2::Block::default(); blocks];
+            }
+            state = pool.returned.wait(state).unwrap_or_else(|e| e.into_inner());
         }
     }
 
     fn return_memory(&self, mut memory: Vec<argon2::Block>) {
         // Nothing derived from a password stays behind.
         memory.fill(argon2::Block::default());
-        if let Ok(mut pool) = self.memory.lock() {
-            if pool.len() < KEPT_MEMORIES {
-                pool.push(memory);
-            }
-        }
+        let pool = &*self.memory;
+        let mut state = pool.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.0.push(memory);
+        drop(state);
+        pool.returned.notify_one();
     }
 
     /// Spends the same time as a real verification, for unknown users, so that response
@@ -329,6 +355,42 @@ mod tests {
         assert!(p.verify("new password", &big));
         assert!(p.verify("old password", &h));
         assert!(!p.verify("new password", &h));
+    }
+
+    #[test]
+    fn more_concurrent_checks_than_cores_all_complete_with_bounded_memories() {
+        let p = Passwords::new().unwrap();
+        let h = p.hash("pw").unwrap();
+        assert!(h.starts_with("$argon2id$v=19$m=7168,t=5,p=1$"), "{h}");
+        // The 19 MiB parameters of earlier releases still verify.
+        let old = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(19 * 1024, 2, 1, None).unwrap(),
+        );
+        let old_hash = hash_with(&old, "pw").unwrap();
+        let checks: Vec<_> = (0..6)
+            .map(|i| {
+                let (p, h, old_hash) = (p.clone(), h.clone(), old_hash.clone());
+                std::thread::spawn(move || {
+                    if i % 2 == 0 {
+                        p.verify("pw", &h) && !p.verify("px", &h)
+                    } else {
+                        p.verify("pw", &old_hash)
+                    }
+                })
+            })
+            .collect();
+        for c in checks {
+            assert!(c.join().unwrap());
+        }
+        let (idle, existing) = {
+            let state = p.memory.state.lock().unwrap();
+            (state.0.len(), state.1)
+        };
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        assert_eq!(idle, existing, "every memory was returned");
+        assert!(existing <= cores, "{existing} memories for {cores} cores");
     }
 
     #[test]

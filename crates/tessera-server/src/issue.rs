@@ -171,7 +171,8 @@ pub fn mint(
 /// matters to the store's indexes), so new grants and their tokens' grant index are
 /// appended rather than scattered.
 pub fn new_grant_id() -> Result<String, OAuthError> {
-    tessera_crypto::sortable_id(crate::clock::wall_millis()).map_err(|_| OAuthError::server_error("internal error"))
+    tessera_crypto::sortable_id(crate::clock::wall_millis())
+        .map_err(|_| OAuthError::server_error("internal error"))
 }
 
 /// Whether `token` looks like one of our access tokens (opaque or JWT).

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod clock;
 pub mod config;
 mod connections;
+mod envelope;
 pub mod error;
 mod extract;
 mod issue;

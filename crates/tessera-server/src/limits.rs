@@ -292,35 +292,10 @@ mod tests {
     }
 }
 
-/// The client's address as the limits see it, put in the request extensions by
-/// [`client_ip_layer`].
+/// The client's address as the limits see it, put in the request extensions by the
+/// request envelope ([`crate::envelope`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientIp(pub IpAddr);
-
-pub async fn client_ip_layer(
-    axum::extract::State(state): axum::extract::State<crate::AppState>,
-    mut req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let peer = req
-        .extensions()
-        .get::<axum::extract::ConnectInfo<SocketAddr>>()
-        .map(|c| c.0)
-        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-    let ip = state.0.limits.client_ip(peer, req.headers());
-    let request_id = crate::audit::RequestId::next();
-    let header = axum::http::HeaderValue::from_str(&request_id.0).ok();
-    req.extensions_mut().insert(ClientIp(ip));
-    req.extensions_mut().insert(crate::audit::Origin {
-        ip: Some(ip),
-        request_id: Some(request_id.0),
-    });
-    let mut resp = next.run(req).await;
-    if let Some(h) = header {
-        resp.headers_mut().insert("x-request-id", h);
-    }
-    resp
-}
 
 /// Token, introspection and revocation: an address with too many recent failures is
 /// refused before any work; every 400 answered counts as a failure.

@@ -1,11 +1,6 @@
-//! One middleware for the security headers every response carries.
+//! The security headers every response carries.
 
-use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue};
-use axum::middleware::Next;
-use axum::response::Response;
-
-use crate::AppState;
+use axum::http::{header, HeaderMap, HeaderValue};
 
 /// Pages load only our own CSS and scripts; nothing may frame them (clickjacking,
 /// RFC 6749 §10.13). `form-action` is left out on purpose: browsers apply it to the
@@ -13,10 +8,9 @@ use crate::AppState;
 const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; \
                    frame-ancestors 'none'; base-uri 'none'";
 
-pub async fn headers(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let https = state.settings().secure_cookies();
-    let mut resp = next.run(req).await;
-    let h = resp.headers_mut();
+/// Adds the security headers to a response (handlers may have set their own CSP or
+/// cache policy, which are kept).
+pub fn apply_headers(h: &mut HeaderMap, https: bool) {
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -36,5 +30,4 @@ pub async fn headers(State(state): State<AppState>, req: Request, next: Next) ->
             HeaderValue::from_static("max-age=31536000"),
         );
     }
-    resp
 }

@@ -8,14 +8,13 @@ mod settings;
 mod token;
 
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderMap, Request};
+use axum::http::HeaderMap;
 use axum::middleware;
 use axum::routing::{get, post};
 use axum::Router;
 use tessera_core::client::{Client, PresentedClient};
 use tessera_core::params::Params;
 use tessera_core::OAuthError;
-use tower_http::trace::TraceLayer;
 
 use crate::audit::Origin;
 use crate::error::ApiError;
@@ -37,15 +36,24 @@ pub fn router(state: AppState) -> Router {
         .route("/oauth2/token", token.clone())
         .route("/oauth/token", token.clone())
         .route("/token", token)
-        .route("/oauth2/revoke", post(resource::revoke).route_layer(guard()))
-        .route("/oauth2/introspect", post(resource::introspect).route_layer(guard()))
+        .route(
+            "/oauth2/revoke",
+            post(resource::revoke).route_layer(guard()),
+        )
+        .route(
+            "/oauth2/introspect",
+            post(resource::introspect).route_layer(guard()),
+        )
         .route("/userinfo", userinfo)
         .route("/v1/users/me", get(resource::users_me))
         .route("/.well-known/jwks.json", get(meta::jwks))
         .route("/.well-known/openid-configuration", discovery.clone())
         .route("/.well-known/oauth-authorization-server", discovery)
         .route("/login", get(pages::login_get).post(pages::login_post))
-        .route("/consent", get(pages::consent_get).post(pages::consent_post))
+        .route(
+            "/consent",
+            get(pages::consent_get).post(pages::consent_post),
+        )
         .route("/logout", get(pages::logout_get).post(pages::logout_post))
         .route("/", get(pages::home))
         .route("/health/live", get(meta::live))
@@ -60,22 +68,31 @@ pub fn router(state: AppState) -> Router {
             "/settings/api/clients/{id}",
             get(settings::edit_client_get).post(settings::edit_client_post),
         )
-        .route("/settings/api/clients/{id}/rotate-secret", post(settings::rotate_secret))
-        .route("/settings/api/clients/{id}/delete", post(settings::delete_client))
+        .route(
+            "/settings/api/clients/{id}/rotate-secret",
+            post(settings::rotate_secret),
+        )
+        .route(
+            "/settings/api/clients/{id}/delete",
+            post(settings::delete_client),
+        )
         .route("/settings/api/tokens", post(settings::create_token))
-        .route("/settings/api/tokens/{id}/revoke", post(settings::revoke_token))
+        .route(
+            "/settings/api/tokens/{id}/revoke",
+            post(settings::revoke_token),
+        )
         .route(settings::APPS_PATH, get(settings::apps_get))
-        .route("/settings/apps/{client_id}/revoke", post(settings::revoke_app))
+        .route(
+            "/settings/apps/{client_id}/revoke",
+            post(settings::revoke_app),
+        )
         .route("/static/settings.js", get(settings::settings_js))
         .fallback(meta::not_found)
         .layer(DefaultBodyLimit::max(state.settings().max_body_bytes))
-        .layer(middleware::from_fn_with_state(state.clone(), crate::security::headers))
-        .layer(middleware::from_fn(crate::metrics::track))
-        .layer(middleware::from_fn_with_state(state.clone(), crate::limits::client_ip_layer))
-        // Spans name the path only: query strings can carry codes and state.
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
-            tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
-        }))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::envelope::envelope,
+        ))
         .with_state(state)
 }
 

@@ -793,7 +793,7 @@ async fn no_plaintext_secrets_in_store_or_logs() {
     );
     let logs = server_logs();
     assert!(
-        logs.contains("tower_http"),
+        logs.contains("finished processing request"),
         "sanity: the server's request logs are captured"
     );
     for (what, value) in &secrets {
