@@ -85,14 +85,20 @@ impl KeyRing {
 
     /// [`KeyRing::jwks`], serialized, from a cache while the same keys are published.
     pub fn jwks_json(&self, now: UnixTime) -> axum::body::Bytes {
-        let published: Vec<bool> = self.records.iter().map(|r| r.is_published(now)).collect();
         if let Ok(cache) = self.jwks_cache.lock() {
             if let Some((keys, bytes)) = cache.as_ref() {
-                if *keys == published {
+                let same_keys = keys.len() == self.records.len()
+                    && self
+                        .records
+                        .iter()
+                        .zip(keys)
+                        .all(|(r, &was)| r.is_published(now) == was);
+                if same_keys {
                     return bytes.clone();
                 }
             }
         }
+        let published: Vec<bool> = self.records.iter().map(|r| r.is_published(now)).collect();
         let bytes =
             axum::body::Bytes::from(serde_json::to_vec(&self.jwks(now)).unwrap_or_default());
         if let Ok(mut cache) = self.jwks_cache.lock() {

@@ -103,21 +103,28 @@ impl Drop for SqliteStore {
 /// A queued write: `run` inside the batch transaction, then `finish` with the commit's
 /// outcome. The caller learns its result only after the commit.
 trait WriteJob: Send {
-    fn run(&mut self, conn: &Connection);
+    /// Runs the step, inside a savepoint of its own when `isolated`; false if it failed.
+    fn run(&mut self, conn: &Connection, isolated: bool) -> bool;
     fn finish(self: Box<Self>, commit: Result<(), StoreError>);
 }
 
+/// `op` is `Fn`: a batch in which one step fails is run a second time (see `writer_loop`).
 struct Job<T, F> {
-    op: Option<F>,
+    op: F,
     result: Option<StoreResult<T>>,
     reply: tokio::sync::oneshot::Sender<StoreResult<T>>,
 }
 
-impl<T: Send, F: FnOnce(&Connection) -> StoreResult<T> + Send> WriteJob for Job<T, F> {
-    fn run(&mut self, conn: &Connection) {
-        if let Some(op) = self.op.take() {
-            self.result = Some(in_savepoint(conn, op));
-        }
+impl<T: Send, F: Fn(&Connection) -> StoreResult<T> + Send> WriteJob for Job<T, F> {
+    fn run(&mut self, conn: &Connection, isolated: bool) -> bool {
+        let result = if isolated {
+            in_savepoint(conn, &self.op)
+        } else {
+            (self.op)(conn)
+        };
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
     }
 
     fn finish(self: Box<Self>, commit: Result<(), StoreError>) {
@@ -152,6 +159,28 @@ fn in_savepoint<T>(
             Err(e)
         }
     }
+}
+
+/// Runs a batch in one transaction. Steps run bare first: a savepoint per step costs two
+/// statements and a copy of every page the step touches, for a failure that is rare. If a
+/// step fails, the whole transaction is rolled back and the batch run again with each
+/// step in its own savepoint, so that only the failing step is undone.
+fn run_batch(conn: &Connection, batch: &mut [Box<dyn WriteJob>]) -> Result<(), StoreError> {
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(map_err)?;
+    if !batch.iter_mut().all(|job| job.run(conn, false)) {
+        // A failed statement may already have ended the transaction; either way none of
+        // this batch's writes stay.
+        let _ = conn.execute_batch("ROLLBACK");
+        conn.execute_batch("BEGIN IMMEDIATE").map_err(map_err)?;
+        for job in batch.iter_mut() {
+            job.run(conn, true);
+        }
+    }
+    let done = conn.execute_batch("COMMIT").map_err(map_err);
+    if done.is_err() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    done
 }
 
 fn map_err(e: rusqlite::Error) -> StoreError {
@@ -282,11 +311,11 @@ impl SqliteStore {
     async fn write<T, F>(&self, op: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+        F: Fn(&Connection) -> StoreResult<T> + Send + 'static,
     {
         let (reply, rx) = tokio::sync::oneshot::channel();
         let job = Box::new(Job {
-            op: Some(op),
+            op,
             result: None,
             reply,
         });
@@ -408,19 +437,7 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        let commit = match conn.execute_batch("BEGIN IMMEDIATE") {
-            Ok(()) => {
-                for job in batch.iter_mut() {
-                    job.run(&conn);
-                }
-                let done = conn.execute_batch("COMMIT").map_err(map_err);
-                if done.is_err() {
-                    let _ = conn.execute_batch("ROLLBACK");
-                }
-                done
-            }
-            Err(e) => Err(map_err(e)),
-        };
+        let commit = run_batch(&conn, &mut batch);
         if let Err(e) = &commit {
             tracing::error!(error = %e, batch = batch.len(), "store commit failed");
         }

@@ -169,11 +169,77 @@ pub async fn run_all(store: Arc<dyn Store>) {
     audit_trail(&*store).await;
     audit_retention(&*store).await;
     audit_rides_with_its_issuance(&*store).await;
+    a_failing_step_undoes_only_itself(store.clone()).await;
     janitor_prunes_only_dead_rows(&*store).await;
     self_service::run(&*store).await;
 }
 
 mod self_service;
+/// A step that fails half-way (its grant and audit event written, then its access token
+/// refused as a duplicate) leaves nothing behind, and the steps running at the same time
+/// (on SQLite: committed in the same batch) are all stored.
+async fn a_failing_step_undoes_only_itself(store: Arc<dyn Store>) {
+    use tessera_core::model::AuditEvent;
+    let u = user(&*store).await;
+    let c = client(&*store).await;
+    let first = issuance(&grant(&c.id, &u.id), true);
+    must(store.issue(&first).await, "issue");
+    let marker = unique("doomed");
+    let far = NOW + 30_000_000;
+    let mut doomed = issuance(&grant(&c.id, &u.id), true);
+    doomed.access.hash = first.access.hash;
+    doomed.audit = vec![AuditEvent {
+        at: far,
+        kind: marker.clone(),
+        tenant: None,
+        actor: None,
+        client_id: Some(c.id.clone()),
+        ip: None,
+        request_id: None,
+        detail: None,
+    }];
+    let neighbours: Vec<Issuance> = (0..24)
+        .map(|_| issuance(&grant(&c.id, &u.id), true))
+        .collect();
+    let mut tasks = Vec::new();
+    for (i, iss) in neighbours.iter().enumerate() {
+        let (step_store, iss) = (store.clone(), iss.clone());
+        tasks.push(tokio::spawn(async move { step_store.issue(&iss).await }));
+        if i == neighbours.len() / 2 {
+            let (store, doomed) = (store.clone(), doomed.clone());
+            tasks.push(tokio::spawn(async move {
+                match store.issue(&doomed).await {
+                    Ok(()) => Err(StoreError::Internal("the duplicate was stored".into())),
+                    Err(_) => Ok(()),
+                }
+            }));
+        }
+    }
+    for task in tasks {
+        match task.await {
+            Ok(result) => must(result, "a step of the batch"),
+            Err(e) => panic_with(&format!("task failed: {e}")),
+        }
+    }
+    for iss in &neighbours {
+        check!(
+            must(
+                store
+                    .get_refresh_token(&iss.refresh.as_ref().map(|r| r.hash).unwrap_or_default())
+                    .await,
+                "get_refresh_token"
+            )
+            .is_some(),
+            "a neighbour of the failing step was stored"
+        );
+    }
+    let events = must(store.list_audit(far, 100).await, "list_audit");
+    check!(
+        !events.iter().any(|e| e.kind == marker),
+        "the failing step's audit event was undone"
+    );
+}
+
 /// An issuance's audit events are stored with its tokens, and not at all when the step
 /// stores nothing (a code already redeemed).
 async fn audit_rides_with_its_issuance(store: &dyn Store) {

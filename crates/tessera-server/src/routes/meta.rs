@@ -28,20 +28,23 @@ pub async fn discovery(State(state): State<AppState>) -> Response {
 
 /// RFC 7517 key set: pending, active and retired keys, each with `kid`, `use`, `alg`.
 pub async fn jwks(State(state): State<AppState>) -> Response {
+    static CACHE_CONTROL: std::sync::OnceLock<HeaderValue> = std::sync::OnceLock::new();
+    let cache_control = CACHE_CONTROL.get_or_init(|| {
+        HeaderValue::from_str(&format!("public, max-age={}", crate::keys::JWKS_MAX_AGE))
+            .unwrap_or_else(|_| HeaderValue::from_static("no-cache"))
+    });
     let body = state.key_ring().jwks_json(state.now());
-    let mut resp = (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (header::CACHE_CONTROL, cache_control.clone()),
+        ],
         body,
     )
-        .into_response();
-    if let Ok(v) = HeaderValue::from_str(&format!("public, max-age={}", crate::keys::JWKS_MAX_AGE))
-    {
-        resp.headers_mut().insert(header::CACHE_CONTROL, v);
-    }
-    resp
+        .into_response()
 }
 
 pub async fn live() -> Response {
