@@ -10,7 +10,8 @@
 //!
 //! Checkpoints (copying the WAL back into the database file) run on a thread of their
 //! own, so the writer's loop does only the work callers wait for; the writer checkpoints
-//! itself only when the WAL has grown past a bound the background thread could not keep.
+//! (passively) only when the WAL has grown past a bound the background thread could not
+//! keep.
 //!
 //! Read path: a small pool of read-only connections used from `spawn_blocking`; WAL lets
 //! them read while the writer writes.
@@ -40,8 +41,9 @@ const BUSY_TIMEOUT_MS: u64 = 5000;
 const MAX_IDLE_READERS: usize = 8;
 /// The background checkpointer runs at most this often while writes come in.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
-/// WAL frames (pages) past which the writer restarts the WAL itself: under sustained
-/// writes a passive checkpoint never sees the WAL complete, and the file would grow.
+/// WAL frames (pages) past which the writer copies the rest of the WAL itself, so that it
+/// can start again: under sustained writes the checkpointer never sees the WAL complete,
+/// and the file would grow.
 const WAL_RESTART_FRAMES: i64 = 8192;
 
 /// What the writer and the checkpointer share.
@@ -108,7 +110,7 @@ trait WriteJob: Send {
     fn finish(self: Box<Self>, commit: Result<(), StoreError>);
 }
 
-/// `op` is `Fn`: a batch in which one step fails is run a second time (see `writer_loop`).
+/// `op` is `Fn`: a batch in which one step fails is run a second time (see `run_batch`).
 struct Job<T, F> {
     op: F,
     result: Option<StoreResult<T>>,
