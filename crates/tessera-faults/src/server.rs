@@ -150,6 +150,23 @@ impl Server {
         self.logs.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
+    /// Waits (at most `limit`) until some log line contains every one of `needles`: the
+    /// server writes a line before it answers, but our reader of its output may lag behind
+    /// on a busy machine. Returns every line so far, whether or not one matched.
+    pub async fn wait_for_log(&self, needles: &[&str], limit: Duration) -> Vec<String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let logs = self.logs();
+            let found = logs
+                .iter()
+                .any(|line| needles.iter().all(|n| line.contains(n)));
+            if found || Instant::now() >= deadline {
+                return logs;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// SIGKILL: the process dies at once, with no chance to flush or answer anything.
     pub fn kill(mut self) -> Result<()> {
         self.child.kill()?;

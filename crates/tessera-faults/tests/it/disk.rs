@@ -134,7 +134,13 @@ async fn full_disk_and_read_only_store_answer_503_and_recover_without_loss() {
         .await
         .unwrap();
     assert_eq!(ready.status(), 200);
-    let logs = server.logs().join("\n");
+    let logs = server
+        .wait_for_log(
+            &["store unavailable", "disk is full"],
+            Duration::from_secs(5),
+        )
+        .await
+        .join("\n");
     assert!(
         logs.contains("store unavailable") && logs.contains("disk is full"),
         "no clear log line about the full disk:\n{logs}"
@@ -165,7 +171,10 @@ async fn full_disk_and_read_only_store_answer_503_and_recover_without_loss() {
     assert!(refused, "a write succeeded on a read-only filesystem");
     let active = flow::introspect(&http, &origin, client, &current.refresh).await;
     assert!(matches!(active, Outcome::Ack(true)), "{active:?}");
-    let logs = server.logs().join("\n");
+    let logs = server
+        .wait_for_log(&["store unavailable", "readonly"], Duration::from_secs(5))
+        .await
+        .join("\n");
     assert!(
         logs.contains("store unavailable") && logs.contains("readonly"),
         "no clear log line about the read-only store:\n{logs}"
