@@ -34,9 +34,10 @@ pub fn fill_random(buf: &mut [u8]) -> Result<(), CryptoError> {
     getrandom::fill(buf).map_err(|e| CryptoError::Random(e.to_string()))
 }
 
-/// A fresh secret: `prefix` followed by 256 random bits in base64url.
-/// Prefixes (`tat_`, `trt_`, …) let secret scanners and our own revocation endpoint tell
-/// token kinds apart without a lookup; they carry no entropy of their own.
+/// A fresh secret that is checked against one stored digest and never looked up by it
+/// (client secrets): `prefix`, then 256 random bits in base64url. Prefixes (`tcs_`, `tat_`,
+/// …) let secret scanners and our own revocation endpoint tell secrets apart without a
+/// lookup; they carry no entropy of their own.
 pub fn random_secret(prefix: &str) -> Result<String, CryptoError> {
     let mut bytes = Zeroizing::new([0u8; TOKEN_BYTES]);
     fill_random(bytes.as_mut())?;
@@ -44,6 +45,53 @@ pub fn random_secret(prefix: &str) -> Result<String, CryptoError> {
     out.push_str(prefix);
     URL_SAFE_NO_PAD.encode_string(bytes.as_ref(), &mut out);
     Ok(out)
+}
+
+/// A fresh secret stored under its key (tokens, codes, sessions): `prefix`, the issue time,
+/// then 256 random bits in base64url. The issue time (milliseconds, 12 hex digits) is not
+/// secret: it makes the storage key (see [`SecretHash::of`]) sort by time, so a commit of
+/// many new tokens appends to the right edge of the key index instead of dirtying one
+/// random page per token.
+pub fn random_token(prefix: &str, now_millis: u64) -> Result<String, CryptoError> {
+    let mut bytes = Zeroizing::new([0u8; TOKEN_BYTES]);
+    fill_random(bytes.as_mut())?;
+    let mut out = String::with_capacity(prefix.len() + ISSUE_TIME_DIGITS + 43);
+    out.push_str(prefix);
+    write_issue_time(&mut out, now_millis);
+    URL_SAFE_NO_PAD.encode_string(bytes.as_ref(), &mut out);
+    Ok(out)
+}
+
+/// Hex digits of the millisecond issue time in minted secrets (48 bits: until year 10889).
+const ISSUE_TIME_DIGITS: usize = 12;
+
+fn write_issue_time(out: &mut String, now_millis: u64) {
+    use std::fmt::Write;
+    // Writing to a String cannot fail.
+    let _ = write!(out, "{:012x}", now_millis & 0xffff_ffff_ffff);
+}
+
+/// The issue time a minted secret carries: after the prefix (up to its first `_`), exactly
+/// 12 lowercase hex digits followed by the 43 characters of 256 random bits. Secrets minted
+/// before issue times existed (prefix + 43 characters) and foreign strings have none.
+fn issue_time_of(secret: &str) -> Option<[u8; 6]> {
+    let (_, rest) = secret.split_once('_')?;
+    if rest.len() != ISSUE_TIME_DIGITS + 43 {
+        return None;
+    }
+    let digits = &rest.as_bytes()[..ISSUE_TIME_DIGITS];
+    if !digits
+        .iter()
+        .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return None;
+    }
+    let mut time = [0u8; 6];
+    for (i, pair) in digits.chunks(2).enumerate() {
+        let nibble = |b: u8| if b <= b'9' { b - b'0' } else { b - b'a' + 10 };
+        time[i] = (nibble(pair[0]) << 4) | nibble(pair[1]);
+    }
+    Some(time)
 }
 
 /// A non-secret identifier that sorts by creation time: the milliseconds since the epoch
@@ -72,7 +120,27 @@ pub fn random_id(bytes: usize) -> Result<String, CryptoError> {
 pub struct SecretHash(pub [u8; 32]);
 
 impl SecretHash {
+    /// The storage key of `secret`. For a secret carrying its issue time (as minted by
+    /// [`random_token`]) that is the 48-bit time followed by the first 208 bits of SHA-256,
+    /// so keys of new rows sort by time; otherwise (older secrets, client-chosen strings)
+    /// the whole SHA-256. Both are deterministic, so a lookup finds what was stored, and
+    /// 208 bits keep preimages and collisions out of reach.
     pub fn of(secret: &str) -> Self {
+        let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+        match issue_time_of(secret) {
+            Some(time) => {
+                let mut key = [0u8; 32];
+                key[..6].copy_from_slice(&time);
+                key[6..].copy_from_slice(&digest[..26]);
+                SecretHash(key)
+            }
+            None => SecretHash(digest),
+        }
+    }
+
+    /// The plain SHA-256 of `secret`: what a client secret is checked against (it is
+    /// never a lookup key, so it gains nothing from sorting).
+    pub fn digest(secret: &str) -> Self {
         SecretHash(Sha256::digest(secret.as_bytes()).into())
     }
 
@@ -293,11 +361,48 @@ mod tests {
 
     #[test]
     fn secrets_are_prefixed_256_bit_and_distinct() {
-        let a = random_secret("tat_").unwrap();
-        let b = random_secret("tat_").unwrap();
-        assert!(a.starts_with("tat_"));
+        let a = random_secret("tcs_").unwrap();
+        let b = random_secret("tcs_").unwrap();
+        assert!(a.starts_with("tcs_"));
         assert_eq!(b64url_decode(&a[4..]).unwrap().len(), 32);
         assert_ne!(a, b);
+        assert_eq!(SecretHash::digest(&a).0, Sha256::digest(a.as_bytes())[..]);
+    }
+
+    #[test]
+    fn tokens_are_prefixed_timed_256_bit_and_distinct() {
+        let a = random_token("tat_", 1_700_000_000_001).unwrap();
+        let b = random_token("tat_", 1_700_000_000_001).unwrap();
+        assert!(a.starts_with("tat_018bcfe56801"), "{a}");
+        assert_eq!(b64url_decode(&a[16..]).unwrap().len(), 32);
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn keys_of_minted_secrets_sort_by_issue_time() {
+        let early = random_token("trt_", 1_700_000_000_000).unwrap();
+        let late = random_token("trt_", 1_700_000_000_001).unwrap();
+        let (k_early, k_late) = (SecretHash::of(&early), SecretHash::of(&late));
+        assert!(k_early.0 < k_late.0);
+        assert_eq!(k_late.0[..6], [0x01, 0x8b, 0xcf, 0xe5, 0x68, 0x01]);
+        assert_eq!(k_late.0[6..], Sha256::digest(late.as_bytes())[..26]);
+        assert!(k_late.matches(&late));
+        // The random part still decides the key: same millisecond, different secrets.
+        let same_ms = random_token("trt_", 1_700_000_000_001).unwrap();
+        assert_ne!(SecretHash::of(&same_ms), k_late);
+    }
+
+    #[test]
+    fn secrets_without_an_issue_time_keep_their_plain_digest() {
+        // A token minted before issue times existed (prefix + 43 characters), client-chosen
+        // strings, and near misses of the timed form.
+        let legacy = format!("tat_018bcfe56801{}", "A".repeat(43 - 12));
+        let upper = format!("tat_018BCFE56801{}", "A".repeat(43));
+        let long = format!("tat_018bcfe56801{}", "A".repeat(44));
+        for secret in ["s3cret", "", "_", &legacy, &upper, &long] {
+            let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+            assert_eq!(SecretHash::of(secret).0, digest, "{secret}");
+        }
     }
 
     #[test]

@@ -7,10 +7,10 @@ use tessera_core::client::{
 };
 use tessera_core::model::{validate_tenant_id, Tenant, User};
 use tessera_core::{redirect, ScopeSet, UnixTime};
-use tessera_crypto::{Passwords, SecretHash};
+use tessera_crypto::Passwords;
 use tessera_store::{Store, StoreError};
 
-use crate::issue::{secret, CLIENT_SECRET_PREFIX};
+use crate::issue::client_secret;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -324,8 +324,8 @@ pub async fn create_client(
     let secret = if client.public {
         None
     } else {
-        let s = secret(CLIENT_SECRET_PREFIX).map_err(|e| invalid(e.description))?;
-        client.secret_hash = Some(SecretHash::of(&s).0);
+        let (s, digest) = client_secret().map_err(|e| invalid(e.description))?;
+        client.secret_hash = Some(digest.0);
         Some(s)
     };
     store.create_client(&client).await?;
@@ -341,8 +341,8 @@ pub async fn rotate_secret(store: &dyn Store, id: &str) -> Result<String, AdminE
     if client.public {
         return Err(invalid("a public client has no secret to rotate"));
     }
-    let s = secret(CLIENT_SECRET_PREFIX).map_err(|e| invalid(e.description))?;
-    if !store.set_client_secret(id, &SecretHash::of(&s).0).await? {
+    let (s, digest) = client_secret().map_err(|e| invalid(e.description))?;
+    if !store.set_client_secret(id, &digest.0).await? {
         return Err(invalid(format!("no client with id {id:?}")));
     }
     Ok(s)

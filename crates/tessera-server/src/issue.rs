@@ -11,7 +11,7 @@ use tessera_core::model::{
 use tessera_core::token::TokenResponse;
 use tessera_core::{OAuthError, ScopeSet, UnixTime};
 use tessera_crypto::jose::SigningKey;
-use tessera_crypto::{random_secret, SecretHash};
+use tessera_crypto::{random_secret, random_token, SecretHash};
 use tessera_store::Issuance;
 
 pub const ACCESS_PREFIX: &str = "tat_";
@@ -22,11 +22,23 @@ pub const CLIENT_SECRET_PREFIX: &str = "tcs_";
 /// Personal access tokens (settings pages): access tokens a user created by hand.
 pub const PERSONAL_TOKEN_PREFIX: &str = "tpat_";
 
+/// A fresh token, code or session secret, stored under [`SecretHash::of`]. Its issue time
+/// comes from the wall clock, not the injectable one: it only orders the store's keys.
 pub fn secret(prefix: &str) -> Result<String, OAuthError> {
-    random_secret(prefix).map_err(|e| {
-        tracing::error!(error = %e, "random source failed");
-        OAuthError::server_error("internal error")
-    })
+    random_token(prefix, crate::clock::wall_millis()).map_err(random_failed)
+}
+
+/// A fresh client secret and the digest to store for it ([`SecretHash::digest`], what
+/// client authentication checks).
+pub fn client_secret() -> Result<(String, SecretHash), OAuthError> {
+    let secret = random_secret(CLIENT_SECRET_PREFIX).map_err(random_failed)?;
+    let digest = SecretHash::digest(&secret);
+    Ok((secret, digest))
+}
+
+fn random_failed(e: tessera_crypto::CryptoError) -> OAuthError {
+    tracing::error!(error = %e, "random source failed");
+    OAuthError::server_error("internal error")
 }
 
 /// Tokens minted for one response, and what to store for them.

@@ -130,7 +130,7 @@ pub(crate) async fn authenticate_client(
         Some(client) => presented.authenticate(&client).map(|_| client),
         None => {
             // Spend the same hashing work as a real check.
-            let _ = tessera_crypto::SecretHash::of(presented.secret.as_deref().unwrap_or(""));
+            let _ = tessera_crypto::SecretHash::digest(presented.secret.as_deref().unwrap_or(""));
             Err(OAuthError::invalid_client("client authentication failed"))
         }
     };

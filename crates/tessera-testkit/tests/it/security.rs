@@ -1013,3 +1013,83 @@ async fn unauthenticated_refresh_is_refused_and_keeps_the_family() {
     let (status, body) = refresh(&server, &a, &refresh_token).await;
     assert_eq!(status, StatusCode::OK, "the family survived: {body}");
 }
+
+/// Tokens minted before tokens carried their issue time (prefix + 43 characters, stored
+/// under their plain SHA-256) keep working after the upgrade: introspection finds the
+/// access token, and the refresh token rotates into tokens of the current format.
+#[tokio::test]
+async fn tokens_minted_before_issue_times_keep_working() {
+    use sha2::{Digest, Sha256};
+    use tessera_core::model::{AccessToken, RefreshToken};
+    use tessera_crypto::SecretHash;
+    use tessera_store::Issuance;
+
+    let server = server_with_user().await;
+    let client = confidential(&server, "Upgraded app").await;
+    let code = code_for(&server, &client, &[]).await;
+    let (status, _, tokens) = redeem(&server, &client, &code, &[]).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    let (at, rt) = (
+        text(&tokens, "access_token"),
+        text(&tokens, "refresh_token"),
+    );
+    assert_eq!(at.len(), "tat_".len() + 12 + 43, "{at}");
+    let current_access = server
+        .store
+        .get_access_token(&SecretHash::of(&at).0)
+        .await
+        .unwrap()
+        .expect("stored under its key");
+    let current_refresh = server
+        .store
+        .get_refresh_token(&SecretHash::of(&rt).0)
+        .await
+        .unwrap()
+        .expect("stored under its key");
+
+    // What the previous version minted and stored, for the same grant.
+    let old_at = format!("tat_{}", URL_SAFE_NO_PAD.encode([7u8; 32]));
+    let old_rt = format!("trt_{}", URL_SAFE_NO_PAD.encode([9u8; 32]));
+    let digest = |s: &str| -> [u8; 32] { Sha256::digest(s.as_bytes()).into() };
+    server
+        .store
+        .issue(&Issuance {
+            new_grant: None,
+            access: AccessToken {
+                hash: digest(&old_at),
+                ..current_access
+            },
+            refresh: Some(RefreshToken {
+                hash: digest(&old_rt),
+                access_token_hash: Some(digest(&old_at)),
+                ..current_refresh
+            }),
+            audit: vec![],
+        })
+        .await
+        .unwrap();
+
+    let (status, _, body) = server
+        .post_form("/oauth2/introspect", &[("token", &old_at)], client.basic())
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["active"], true, "{body}");
+    assert_eq!(body["client_id"], client.id.as_str(), "{body}");
+
+    let (status, _, refreshed) = server
+        .post_form(
+            "/oauth2/token",
+            &[("grant_type", "refresh_token"), ("refresh_token", &old_rt)],
+            client.basic(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{refreshed}");
+    let new_rt = text(&refreshed, "refresh_token");
+    assert_eq!(new_rt.len(), "trt_".len() + 12 + 43, "{new_rt}");
+    // The old access token went with its rotated refresh token; the old refresh token
+    // is spent.
+    let (_, _, body) = server
+        .post_form("/oauth2/introspect", &[("token", &old_at)], client.basic())
+        .await;
+    assert_eq!(body["active"], false, "{body}");
+}
