@@ -254,7 +254,7 @@ struct ClientCreateArgs {
     /// Restrict the client to one tenant.
     #[arg(long)]
     tenant: Option<String>,
-    /// ID token / JWT access token algorithm: EdDSA | ES256 | RS256 [default: RS256]
+    /// ID token / JWT access token algorithm: EdDSA | ES256 | RS256 [default: ES256]
     #[arg(long)]
     id_token_alg: Option<String>,
     /// Where RP-initiated logout may redirect (repeatable).

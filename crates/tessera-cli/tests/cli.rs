@@ -899,6 +899,20 @@ fn client_signing_algorithm_and_logout_uris() {
     ));
     assert_eq!(c["id_token_signed_response_alg"], "EdDSA");
     assert_eq!(c["access_token_format"], "jwt");
+    let default = ok_json(&run(
+        dir.path(),
+        &[
+            "client",
+            "create",
+            "--name",
+            "plain",
+            "--redirect-uri",
+            "https://rp.example/cb",
+            "--json",
+        ],
+        "",
+    ));
+    assert_eq!(default["id_token_signed_response_alg"], "ES256");
     assert_eq!(
         c["post_logout_redirect_uris"],
         serde_json::json!(["https://rp.example/bye"])

@@ -265,7 +265,7 @@ async fn rotation_without_downtime() {
     let first = code_flow(&server, &client).await;
     let t1 = id_token(&first).to_owned();
     let h1 = header(&t1);
-    assert_eq!(h1.alg, Algorithm::RS256, "RS256 is the default");
+    assert_eq!(h1.alg, Algorithm::ES256, "ES256 is the default");
     let k1 = h1.kid.clone().expect("kid");
     verify(&server, &t1, &client.id).await.expect("t1 verifies");
 
@@ -274,8 +274,8 @@ async fn rotation_without_downtime() {
     assert_eq!(new.len(), 3, "one new key per algorithm");
     let k2 = new
         .iter()
-        .find(|k| k.alg == "RS256")
-        .expect("new RS256 key")
+        .find(|k| k.alg == "ES256")
+        .expect("new ES256 key")
         .kid
         .clone();
     assert_ne!(k1, k2);

@@ -426,7 +426,7 @@ async fn oidcc_discovery_jwks_consistency() {
 
 /// oidcc-server: the ID token of a code flow carries iss, sub, aud, exp, iat, auth_time,
 /// the nonce exactly as sent, sid and a correct at_hash; signed with the client's (default
-/// RS256) key from the JWKS.
+/// ES256) key from the JWKS.
 #[tokio::test]
 async fn oidcc_server() {
     let (server, client, user_id) = setup().await;
@@ -441,7 +441,7 @@ async fn oidcc_server() {
     .await;
     assert_eq!(tokens["token_type"], "Bearer");
     let (header, claims) = verified_id_token(&server, &client, id_token_of(&tokens)).await;
-    assert_eq!(header.alg, jsonwebtoken::Algorithm::RS256);
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::ES256);
     assert_eq!(claims["iss"], server.issuer.as_str());
     assert_eq!(claims["sub"], user_id.as_str());
     // aud is the client id (a string, or a list holding it).
