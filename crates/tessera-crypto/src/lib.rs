@@ -39,12 +39,7 @@ pub fn fill_random(buf: &mut [u8]) -> Result<(), CryptoError> {
 /// …) let secret scanners and our own revocation endpoint tell secrets apart without a
 /// lookup; they carry no entropy of their own.
 pub fn random_secret(prefix: &str) -> Result<String, CryptoError> {
-    let mut bytes = Zeroizing::new([0u8; TOKEN_BYTES]);
-    fill_random(bytes.as_mut())?;
-    let mut out = String::with_capacity(prefix.len() + 43);
-    out.push_str(prefix);
-    URL_SAFE_NO_PAD.encode_string(bytes.as_ref(), &mut out);
-    Ok(out)
+    mint_secret(prefix, None)
 }
 
 /// A fresh secret stored under its key (tokens, codes, sessions): `prefix`, the issue time,
@@ -53,22 +48,29 @@ pub fn random_secret(prefix: &str) -> Result<String, CryptoError> {
 /// many new tokens appends to the right edge of the key index instead of dirtying one
 /// random page per token.
 pub fn random_token(prefix: &str, now_millis: u64) -> Result<String, CryptoError> {
+    mint_secret(prefix, Some(now_millis))
+}
+
+fn mint_secret(prefix: &str, issue_time: Option<u64>) -> Result<String, CryptoError> {
     let mut bytes = Zeroizing::new([0u8; TOKEN_BYTES]);
     fill_random(bytes.as_mut())?;
     let mut out = String::with_capacity(prefix.len() + ISSUE_TIME_DIGITS + 43);
     out.push_str(prefix);
-    write_issue_time(&mut out, now_millis);
+    if let Some(millis) = issue_time {
+        write_issue_time(&mut out, millis);
+    }
     URL_SAFE_NO_PAD.encode_string(bytes.as_ref(), &mut out);
     Ok(out)
 }
 
-/// Hex digits of the millisecond issue time in minted secrets (48 bits: until year 10889).
+/// Hex digits of the millisecond times in minted secrets and sortable ids (48 bits: until
+/// the year 10889).
 const ISSUE_TIME_DIGITS: usize = 12;
 
-fn write_issue_time(out: &mut String, now_millis: u64) {
+fn write_issue_time(out: &mut String, millis: u64) {
     use std::fmt::Write;
     // Writing to a String cannot fail.
-    let _ = write!(out, "{:012x}", now_millis & 0xffff_ffff_ffff);
+    let _ = write!(out, "{:012x}", millis & 0xffff_ffff_ffff);
 }
 
 /// The issue time a minted secret carries: after the prefix (up to its first `_`), exactly
@@ -79,18 +81,16 @@ fn issue_time_of(secret: &str) -> Option<[u8; 6]> {
     if rest.len() != ISSUE_TIME_DIGITS + 43 {
         return None;
     }
-    let digits = &rest.as_bytes()[..ISSUE_TIME_DIGITS];
+    let digits = rest.get(..ISSUE_TIME_DIGITS)?;
     if !digits
-        .iter()
+        .bytes()
         .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
     {
         return None;
     }
+    let millis = u64::from_str_radix(digits, 16).ok()?;
     let mut time = [0u8; 6];
-    for (i, pair) in digits.chunks(2).enumerate() {
-        let nibble = |b: u8| if b <= b'9' { b - b'0' } else { b - b'a' + 10 };
-        time[i] = (nibble(pair[0]) << 4) | nibble(pair[1]);
-    }
+    time.copy_from_slice(&millis.to_be_bytes()[2..]);
     Some(time)
 }
 
@@ -101,7 +101,8 @@ fn issue_time_of(secret: &str) -> Option<[u8; 6]> {
 pub fn sortable_id(now_millis: u64) -> Result<String, CryptoError> {
     let mut random = [0u8; 10];
     fill_random(&mut random)?;
-    let mut out = format!("{:012x}", now_millis & 0xffff_ffff_ffff);
+    let mut out = String::with_capacity(ISSUE_TIME_DIGITS + 14);
+    write_issue_time(&mut out, now_millis);
     URL_SAFE_NO_PAD.encode_string(random, &mut out);
     Ok(out)
 }
