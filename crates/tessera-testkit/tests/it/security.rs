@@ -1069,10 +1069,7 @@ async fn tokens_minted_before_issue_times_keep_working() {
         .await
         .unwrap();
 
-    let (status, _, body) = server
-        .post_form("/oauth2/introspect", &[("token", &old_at)], client.basic())
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    let body = server.introspect(&client, &old_at).await;
     assert_eq!(body["active"], true, "{body}");
     assert_eq!(body["client_id"], client.id.as_str(), "{body}");
 
@@ -1088,8 +1085,6 @@ async fn tokens_minted_before_issue_times_keep_working() {
     assert_eq!(new_rt.len(), "trt_".len() + 12 + 43, "{new_rt}");
     // The old access token went with its rotated refresh token; the old refresh token
     // is spent.
-    let (_, _, body) = server
-        .post_form("/oauth2/introspect", &[("token", &old_at)], client.basic())
-        .await;
+    let body = server.introspect(&client, &old_at).await;
     assert_eq!(body["active"], false, "{body}");
 }
