@@ -29,9 +29,11 @@ pub enum CryptoError {
     MasterKey(&'static str),
 }
 
-/// Fills `buf` from the operating system CSPRNG.
+/// Fills `buf` from AWS-LC's CSPRNG: a per-thread CTR-DRBG seeded and periodically
+/// reseeded from the operating system. Reading the OS source directly cost two
+/// `getrandom` system calls per token response.
 pub fn fill_random(buf: &mut [u8]) -> Result<(), CryptoError> {
-    getrandom::fill(buf).map_err(|e| CryptoError::Random(e.to_string()))
+    aws_lc_rs::rand::fill(buf).map_err(|_| CryptoError::Random("AWS-LC's DRBG failed".into()))
 }
 
 /// A fresh secret that is checked against one stored digest and never looked up by it
