@@ -2,6 +2,7 @@
 
 mod config;
 mod demo;
+mod logging;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -280,6 +281,7 @@ fn main() {
 
 /// Prints the error (first line says what is wrong) and exits non-zero.
 fn fail(e: &anyhow::Error) -> ! {
+    logging::flush();
     eprintln!("error: {e}");
     for cause in e.chain().skip(1) {
         eprintln!("  caused by: {cause}");
@@ -744,6 +746,7 @@ async fn serve(database: Option<String>, args: ServeArgs) -> Result<()> {
     // queued and closes it (SQLite: the WAL is checkpointed into the database file).
     drop(store);
     tracing::info!("store closed; tessera stopped");
+    logging::flush();
     Ok(())
 }
 
@@ -752,7 +755,7 @@ fn init_logging() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(logging::Stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
