@@ -24,7 +24,7 @@ use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, RowIndex};
 use tessera_core::client::Client;
 use tessera_core::keys::{KeyRetirement, SigningKeyRecord};
 use tessera_core::model::{
@@ -73,6 +73,36 @@ pub struct SqliteStore {
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     checkpoint: Arc<CheckpointSignal>,
     checkpointer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    parsed_clients: ParsedClients,
+}
+
+/// Clients parsed from their stored settings, by id, each with the exact text it was
+/// parsed from. Every lookup still reads the row; only when the stored text is byte for
+/// byte the text of the cached parse is the parse reused, so a client changed by anyone
+/// (the CLI in another process included) is seen at its next lookup. Parsing the settings
+/// JSON was a tenth of an introspection request's instructions.
+#[derive(Default)]
+struct ParsedClients(Mutex<std::collections::HashMap<String, (Box<str>, Client)>>);
+
+/// Entries kept at most; past it the cache starts over (a server with more clients than
+/// this only loses the shortcut).
+const MAX_PARSED_CLIENTS: usize = 4096;
+
+impl ParsedClients {
+    fn client(&self, id: &str, settings: &str) -> rusqlite::Result<Client> {
+        let mut cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((text, client)) = cache.get(id) {
+            if **text == *settings {
+                return Ok(client.clone());
+            }
+        }
+        let client: Client = serde_json::from_str(settings).map_err(json_err)?;
+        if cache.len() >= MAX_PARSED_CLIENTS {
+            cache.clear();
+        }
+        cache.insert(id.to_owned(), (settings.into(), client.clone()));
+        Ok(client)
+    }
 }
 
 impl Drop for SqliteStore {
@@ -295,6 +325,7 @@ impl SqliteStore {
             writer_thread: Mutex::new(Some(writer_thread)),
             checkpoint,
             checkpointer_thread: Mutex::new(Some(checkpointer_thread)),
+            parsed_clients: ParsedClients::default(),
         })
     }
 
@@ -488,9 +519,9 @@ fn rotation_from(row: &Row) -> rusqlite::Result<Option<Rotation>> {
     })
 }
 
-fn hash_of(row: &Row, idx: &str) -> rusqlite::Result<Hash> {
-    let bytes: Vec<u8> = row.get(idx)?;
-    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+fn hash_of<I: RowIndex>(row: &Row, idx: I) -> rusqlite::Result<Hash> {
+    let bytes = row.get_ref(idx)?.as_blob()?;
+    <[u8; 32]>::try_from(bytes).map_err(|_| {
         rusqlite::Error::FromSqlConversionFailure(
             0,
             rusqlite::types::Type::Blob,
@@ -503,16 +534,19 @@ fn json_err(e: serde_json::Error) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
 }
 
-fn scope_of(row: &Row, idx: &str) -> rusqlite::Result<ScopeSet> {
-    let s: String = row.get(idx)?;
-    ScopeSet::parse(&s).map_err(|e| {
+fn scope_of<I: RowIndex>(row: &Row, idx: I) -> rusqlite::Result<ScopeSet> {
+    ScopeSet::parse(row.get_ref(idx)?.as_str()?).map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
     })
 }
 
-fn audiences_of(row: &Row, idx: &str) -> rusqlite::Result<Vec<String>> {
-    let s: String = row.get(idx)?;
-    serde_json::from_str(&s).map_err(json_err)
+fn audiences_of<I: RowIndex>(row: &Row, idx: I) -> rusqlite::Result<Vec<String>> {
+    let s = row.get_ref(idx)?.as_str()?;
+    // Most tokens have no audience: skip the parser for the empty list.
+    if s == "[]" {
+        return Ok(Vec::new());
+    }
+    serde_json::from_str(s).map_err(json_err)
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> StoreResult<String> {
@@ -541,9 +575,12 @@ fn user_from(row: &Row) -> rusqlite::Result<User> {
 fn client_from(row: &Row) -> rusqlite::Result<Client> {
     let settings: String = row.get("settings")?;
     let mut client: Client = serde_json::from_str(&settings).map_err(json_err)?;
-    let secret: Option<Vec<u8>> = row.get("secret_hash")?;
-    client.secret_hash = secret.and_then(|s| <[u8; 32]>::try_from(s.as_slice()).ok());
+    client.secret_hash = secret_hash_of(row.get_ref("secret_hash")?.as_blob_or_null()?);
     Ok(client)
+}
+
+fn secret_hash_of(stored: Option<&[u8]>) -> Option<[u8; 32]> {
+    stored.and_then(|s| <[u8; 32]>::try_from(s).ok())
 }
 
 fn grant_from(row: &Row) -> rusqlite::Result<Grant> {
@@ -780,10 +817,17 @@ impl Store for SqliteStore {
     }
 
     async fn get_client(&self, id: &str) -> StoreResult<Option<Client>> {
-        let id = id.to_owned();
-        self.lookup(move |c| {
+        self.lookup(|c| {
             c.prepare_cached("SELECT secret_hash, settings FROM clients WHERE id = ?1")
-                .and_then(|mut s| s.query_row([id], client_from).optional())
+                .and_then(|mut s| {
+                    s.query_row([id], |row| {
+                        let settings = row.get_ref(1)?.as_str()?;
+                        let mut client = self.parsed_clients.client(id, settings)?;
+                        client.secret_hash = secret_hash_of(row.get_ref(0)?.as_blob_or_null()?);
+                        Ok(client)
+                    })
+                    .optional()
+                })
                 .map_err(map_err)
         })
         .await
@@ -1006,22 +1050,26 @@ impl Store for SqliteStore {
         let h = *hash;
         self.lookup(move |c| {
             c.prepare_cached(
-                "SELECT a.*, (a.revoked_at IS NOT NULL OR g.revoked_at IS NOT NULL) AS revoked
+                // Columns by position: this lookup runs for every introspection and
+                // bearer request, and finding columns by name compared every name.
+                "SELECT a.hash, a.grant_id, a.client_id, a.user_id, a.tenant, a.scope,
+                        a.audiences, a.issued_at, a.expires_at,
+                        (a.revoked_at IS NOT NULL OR g.revoked_at IS NOT NULL) AS revoked
                  FROM access_tokens a LEFT JOIN grants g ON g.id = a.grant_id WHERE a.hash = ?1",
             )
             .and_then(|mut s| {
                 s.query_row([h.as_slice()], |r| {
                     Ok(AccessToken {
-                        hash: hash_of(r, "hash")?,
-                        grant_id: r.get("grant_id")?,
-                        client_id: r.get("client_id")?,
-                        user_id: r.get("user_id")?,
-                        tenant: r.get("tenant")?,
-                        scope: scope_of(r, "scope")?,
-                        audiences: audiences_of(r, "audiences")?,
-                        issued_at: r.get("issued_at")?,
-                        expires_at: r.get("expires_at")?,
-                        revoked: r.get("revoked")?,
+                        hash: hash_of(r, 0)?,
+                        grant_id: r.get(1)?,
+                        client_id: r.get(2)?,
+                        user_id: r.get(3)?,
+                        tenant: r.get(4)?,
+                        scope: scope_of(r, 5)?,
+                        audiences: audiences_of(r, 6)?,
+                        issued_at: r.get(7)?,
+                        expires_at: r.get(8)?,
+                        revoked: r.get(9)?,
                     })
                 })
                 .optional()

@@ -27,6 +27,41 @@ async fn reopening_keeps_data_and_schema() {
     assert!(store.get_client("keep-me").await.unwrap().is_some());
 }
 
+/// The CLI changes clients from another process while the server runs: the server's
+/// next lookup must see the change (and a deletion), however often it read the client
+/// before.
+#[tokio::test]
+async fn a_client_changed_through_another_connection_is_seen_at_the_next_lookup() {
+    use tessera_store::Store;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tessera.db");
+    let server = SqliteStore::open(&path).unwrap();
+    let mut client = tessera_store::conformance::sample_client("shared");
+    server.create_client(&client).await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            server
+                .get_client("shared")
+                .await
+                .unwrap()
+                .unwrap()
+                .redirect_uris,
+            client.redirect_uris
+        );
+    }
+    let cli = SqliteStore::open(&path).unwrap();
+    client.redirect_uris = vec!["https://elsewhere.example/cb".into()];
+    client.require_pkce = !client.require_pkce;
+    assert!(cli.update_client(&client).await.unwrap());
+    cli.set_client_secret("shared", &[7; 32]).await.unwrap();
+    let seen = server.get_client("shared").await.unwrap().unwrap();
+    assert_eq!(seen.redirect_uris, client.redirect_uris);
+    assert_eq!(seen.require_pkce, client.require_pkce);
+    assert_eq!(seen.secret_hash, Some([7; 32]));
+    assert!(cli.delete_client("shared").await.unwrap());
+    assert!(server.get_client("shared").await.unwrap().is_none());
+}
+
 /// Frames written by the writer reach the database file without the writer checkpointing
 /// (its automatic checkpoint is off): the background checkpointer copies them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

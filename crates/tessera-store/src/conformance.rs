@@ -565,6 +565,22 @@ async fn clients(store: &dyn Store) {
         ),
         "rotating an unknown client reports false"
     );
+    // A lookup after a change sees the change, however often the client was read before.
+    let mut changed =
+        must(store.get_client(&c.id).await, "get_client").unwrap_or_else(|| sample_client("x"));
+    changed.redirect_uris = vec!["https://changed.example/cb".into()];
+    changed.skip_consent = !changed.skip_consent;
+    check!(
+        must(store.update_client(&changed).await, "update_client"),
+        "update existing"
+    );
+    let got = must(store.get_client(&c.id).await, "get_client");
+    check!(
+        got.as_ref()
+            .map(|g| (&g.redirect_uris, g.skip_consent, g.secret_hash))
+            == Some((&changed.redirect_uris, changed.skip_consent, Some(new_hash))),
+        "an updated client is read back as updated, with its secret"
+    );
     check!(
         must(store.list_clients().await, "list_clients")
             .iter()
