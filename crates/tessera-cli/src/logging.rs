@@ -33,6 +33,13 @@ impl<W: Write> BatchedLog<W> {
         }
     }
 
+    /// Each line written as it comes (when no thread can write held lines).
+    fn new_unbuffered(out: W) -> BatchedLog<W> {
+        BatchedLog {
+            out: Mutex::new(BufWriter::with_capacity(0, out)),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, BufWriter<W>> {
         // A panic while holding the lock leaves at worst a partly written line.
         self.out.lock().unwrap_or_else(|e| e.into_inner())
@@ -119,14 +126,6 @@ fn stderr_log() -> &'static BatchedLog<io::Stderr> {
         }
         BatchedLog::new(io::stderr())
     })
-}
-
-impl<W: Write> BatchedLog<W> {
-    fn new_unbuffered(out: W) -> BatchedLog<W> {
-        BatchedLog {
-            out: Mutex::new(BufWriter::with_capacity(0, out)),
-        }
-    }
 }
 
 static STDERR: OnceLock<BatchedLog<io::Stderr>> = OnceLock::new();

@@ -77,10 +77,10 @@ pub struct SqliteStore {
 }
 
 /// Clients parsed from their stored settings, by id, each with the exact text it was
-/// parsed from. Every lookup still reads the row; only when the stored text is byte for
-/// byte the text of the cached parse is the parse reused, so a client changed by anyone
-/// (the CLI in another process included) is seen at its next lookup. Parsing the settings
-/// JSON was a tenth of an introspection request's instructions.
+/// parsed from. Every lookup still reads the row, and a cached parse is reused only when
+/// the row's text is byte-identical to it, so a client changed by anyone (the CLI in
+/// another process included) is seen at its next lookup. Parsing the settings JSON was a
+/// tenth of an introspection request's instructions.
 #[derive(Default)]
 struct ParsedClients(Mutex<std::collections::HashMap<String, (Box<str>, Client)>>);
 
