@@ -502,19 +502,17 @@ fn writer_loop(
     }
 }
 
-fn rotation_from(row: &Row) -> rusqlite::Result<Option<Rotation>> {
-    let at: Option<UnixTime> = row.get("rotated_at")?;
-    let successor: Option<Vec<u8>> = row.get("successor_hash")?;
+/// A refresh token's rotation from three columns starting at `first`: `rotated_at`,
+/// `successor_hash`, `successor_sealed`.
+fn rotation_at(row: &Row, first: usize) -> rusqlite::Result<Option<Rotation>> {
+    let at: Option<UnixTime> = row.get(first)?;
+    let successor = optional_hash(row.get_ref(first + 1)?.as_blob_or_null()?);
     Ok(match (at, successor) {
-        (Some(at), Some(successor)) => {
-            <[u8; 32]>::try_from(successor.as_slice())
-                .ok()
-                .map(|successor| Rotation {
-                    at,
-                    successor,
-                    sealed_successor: row.get("successor_sealed").ok().flatten(),
-                })
-        }
+        (Some(at), Some(successor)) => Some(Rotation {
+            at,
+            successor,
+            sealed_successor: row.get(first + 2).ok().flatten(),
+        }),
         _ => None,
     })
 }
@@ -575,12 +573,29 @@ fn user_from(row: &Row) -> rusqlite::Result<User> {
 fn client_from(row: &Row) -> rusqlite::Result<Client> {
     let settings: String = row.get("settings")?;
     let mut client: Client = serde_json::from_str(&settings).map_err(json_err)?;
-    client.secret_hash = secret_hash_of(row.get_ref("secret_hash")?.as_blob_or_null()?);
+    client.secret_hash = optional_hash(row.get_ref("secret_hash")?.as_blob_or_null()?);
     Ok(client)
 }
 
-fn secret_hash_of(stored: Option<&[u8]>) -> Option<[u8; 32]> {
+/// A stored 32-byte digest, when there is one of that length.
+fn optional_hash(stored: Option<&[u8]>) -> Option<[u8; 32]> {
     stored.and_then(|s| <[u8; 32]>::try_from(s).ok())
+}
+
+/// A grant from nine columns starting at `first`: `id`, `client_id`, `user_id`, `tenant`,
+/// `scope`, `audiences`, `auth_time`, `created_at`, `sid`.
+fn grant_at(row: &Row, first: usize) -> rusqlite::Result<Grant> {
+    Ok(Grant {
+        id: row.get(first)?,
+        client_id: row.get(first + 1)?,
+        user_id: row.get(first + 2)?,
+        tenant: row.get(first + 3)?,
+        scope: scope_of(row, first + 4)?,
+        audiences: audiences_of(row, first + 5)?,
+        auth_time: row.get(first + 6)?,
+        created_at: row.get(first + 7)?,
+        sid: row.get(first + 8)?,
+    })
 }
 
 fn grant_from(row: &Row) -> rusqlite::Result<Grant> {
@@ -823,7 +838,7 @@ impl Store for SqliteStore {
                     s.query_row([id], |row| {
                         let settings = row.get_ref(1)?.as_str()?;
                         let mut client = self.parsed_clients.client(id, settings)?;
-                        client.secret_hash = secret_hash_of(row.get_ref(0)?.as_blob_or_null()?);
+                        client.secret_hash = optional_hash(row.get_ref(0)?.as_blob_or_null()?);
                         Ok(client)
                     })
                     .optional()
@@ -1083,25 +1098,26 @@ impl Store for SqliteStore {
         let h = *hash;
         self.lookup(move |c| {
             c.prepare_cached(
+                // Columns by position, as in `get_access_token`: every refresh reads this.
                 "SELECT r.hash, r.access_token_hash, r.issued_at, r.expires_at, r.state,
                         r.rotated_at, r.successor_hash, r.successor_sealed,
-                        g.id AS grant_id, g.client_id, g.user_id, g.tenant, g.scope, g.audiences,
-                        g.auth_time, g.created_at, g.sid, (g.revoked_at IS NOT NULL) AS grant_revoked
+                        (g.revoked_at IS NOT NULL) AS grant_revoked,
+                        g.id, g.client_id, g.user_id, g.tenant, g.scope, g.audiences,
+                        g.auth_time, g.created_at, g.sid
                  FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id WHERE r.hash = ?1",
             )
             .and_then(|mut s| {
                 s.query_row([h.as_slice()], |r| {
-                    let at: Option<Vec<u8>> = r.get("access_token_hash")?;
-                    let state: String = r.get("state")?;
+                    let state = r.get_ref(4)?.as_str()?;
                     Ok(RefreshToken {
-                        hash: hash_of(r, "hash")?,
-                        grant: grant_from(r)?,
-                        access_token_hash: at.and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok()),
-                        issued_at: r.get("issued_at")?,
-                        expires_at: r.get("expires_at")?,
-                        state: TokenState::parse(&state).unwrap_or(TokenState::Revoked),
-                        grant_revoked: r.get("grant_revoked")?,
-                        rotation: rotation_from(r)?,
+                        hash: hash_of(r, 0)?,
+                        access_token_hash: optional_hash(r.get_ref(1)?.as_blob_or_null()?),
+                        issued_at: r.get(2)?,
+                        expires_at: r.get(3)?,
+                        state: TokenState::parse(state).unwrap_or(TokenState::Revoked),
+                        rotation: rotation_at(r, 5)?,
+                        grant_revoked: r.get(8)?,
+                        grant: grant_at(r, 9)?,
                     })
                 })
                 .optional()
