@@ -19,11 +19,39 @@ use crate::extract::{header_str, Form};
 use crate::issue::{is_access_token, PERSONAL_TOKEN_PREFIX, REFRESH_PREFIX};
 use crate::AppState;
 
-fn audience_value(audiences: &[String]) -> Value {
+/// RFC 7662 §2.2: what an active token's introspection says. Optional members are left
+/// out, not sent as `null`. A typed body rather than a `json!` map: this is answered for
+/// every introspection.
+#[derive(serde::Serialize)]
+struct Introspection<'a> {
+    active: bool,
+    token_type: &'static str,
+    scope: String,
+    client_id: &'a str,
+    exp: i64,
+    iat: i64,
+    iss: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sub: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tenant: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aud: Option<Audience<'a>>,
+}
+
+/// One audience as a string, several as an array (RFC 7519 §4.1.3).
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Audience<'a> {
+    One(&'a str),
+    Many(&'a [String]),
+}
+
+fn audience(audiences: &[String]) -> Option<Audience<'_>> {
     match audiences {
-        [] => Value::Null,
-        [one] => json!(one),
-        many => json!(many),
+        [] => None,
+        [one] => Some(Audience::One(one)),
+        many => Some(Audience::Many(many)),
     }
 }
 
@@ -54,26 +82,18 @@ pub async fn introspect(
             return inactive();
         }
         note_personal_token_use(&state, token);
-        let mut body = json!({
-            "active": true,
-            "token_type": "Bearer",
-            "scope": at.scope.to_string(),
-            "client_id": at.client_id,
-            "exp": at.expires_at,
-            "iat": at.issued_at,
-            "iss": issuer,
-        });
-        if let Some(obj) = body.as_object_mut() {
-            if let Some(sub) = &at.user_id {
-                obj.insert("sub".into(), json!(sub));
-            }
-            if let Some(t) = &at.tenant {
-                obj.insert("tenant".into(), json!(t));
-            }
-            if !at.audiences.is_empty() {
-                obj.insert("aud".into(), audience_value(&at.audiences));
-            }
-        }
+        let body = Introspection {
+            active: true,
+            token_type: "Bearer",
+            scope: at.scope.to_string(),
+            client_id: &at.client_id,
+            exp: at.expires_at,
+            iat: at.issued_at,
+            iss: issuer,
+            sub: at.user_id.as_deref(),
+            tenant: at.tenant.as_deref(),
+            aud: audience(&at.audiences),
+        };
         return Ok(no_store(Json(body).into_response()));
     }
     if token.starts_with(REFRESH_PREFIX) {
@@ -84,21 +104,20 @@ pub async fn introspect(
         if !rt.is_active(now) || rt.grant.client_id != client.id {
             return inactive();
         }
-        let mut body = json!({
-            "active": true,
-            "token_type": "refresh_token",
-            "scope": rt.grant.scope.to_string(),
-            "client_id": rt.grant.client_id,
-            "exp": rt.expires_at,
-            "iat": rt.issued_at,
-            "iss": issuer,
-        });
-        if let (Some(obj), Some(sub)) = (body.as_object_mut(), &rt.grant.user_id) {
-            obj.insert("sub".into(), json!(sub));
-            if let Some(t) = &rt.grant.tenant {
-                obj.insert("tenant".into(), json!(t));
-            }
-        }
+        let user = rt.grant.user_id.as_deref();
+        let body = Introspection {
+            active: true,
+            token_type: "refresh_token",
+            scope: rt.grant.scope.to_string(),
+            client_id: &rt.grant.client_id,
+            exp: rt.expires_at,
+            iat: rt.issued_at,
+            iss: issuer,
+            sub: user,
+            // A refresh token's tenant is that of its user.
+            tenant: user.and(rt.grant.tenant.as_deref()),
+            aud: None,
+        };
         return Ok(no_store(Json(body).into_response()));
     }
     inactive()
@@ -293,4 +312,41 @@ fn note_personal_token_use(state: &AppState, token: &str) {
             tracing::warn!(error = %e, "recording the use of a personal access token failed");
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(audiences: &[String], sub: Option<&str>) -> Value {
+        let body = Introspection {
+            active: true,
+            token_type: "Bearer",
+            scope: "read".into(),
+            client_id: "c",
+            exp: 20,
+            iat: 10,
+            iss: "https://issuer.example",
+            sub,
+            tenant: None,
+            aud: audience(audiences),
+        };
+        serde_json::to_value(&body).expect("serializes")
+    }
+
+    #[test]
+    fn introspection_names_one_audience_as_a_string_several_as_an_array_none_not_at_all() {
+        let one = body(&["api".into()], Some("u1"));
+        assert_eq!(one["aud"], json!("api"));
+        assert_eq!(one["sub"], json!("u1"));
+        let many = body(&["a".into(), "b".into()], None);
+        assert_eq!(many["aud"], json!(["a", "b"]));
+        let none = body(&[], None);
+        let members = none.as_object().expect("an object");
+        for absent in ["aud", "sub", "tenant"] {
+            assert!(!members.contains_key(absent), "{absent} left out: {none}");
+        }
+        assert_eq!(none["active"], json!(true));
+        assert_eq!(none["exp"], json!(20));
+    }
 }
