@@ -17,7 +17,22 @@ use crate::audit::{Origin, RequestId};
 use crate::limits::ClientIp;
 use crate::AppState;
 
-pub async fn envelope(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+pub async fn envelope(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    wrap(&state, req, next, true).await
+}
+
+/// The envelope of the fixed documents (discovery, JWKS, static assets, liveness), whose
+/// handlers never log: the same, but without a log span, which was a seventh of such a
+/// request's instructions.
+pub async fn envelope_without_span(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    wrap(&state, req, next, false).await
+}
+
+async fn wrap(state: &AppState, mut req: Request, next: Next, with_span: bool) -> Response {
     let started = Instant::now();
     let peer = req
         .extensions()
@@ -31,7 +46,11 @@ pub async fn envelope(State(state): State<AppState>, mut req: Request, next: Nex
     let route = req.extensions().get::<MatchedPath>().cloned();
     let method = req.method().clone();
     // Spans name the path only: query strings can carry codes and state.
-    let span = tracing::info_span!("request", method = %method, path = %req.uri().path());
+    let span = if with_span {
+        tracing::info_span!("request", method = %method, path = %req.uri().path())
+    } else {
+        tracing::Span::none()
+    };
     let extensions = req.extensions_mut();
     extensions.insert(ClientIp(ip));
     extensions.insert(Origin {

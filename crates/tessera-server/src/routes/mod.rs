@@ -28,7 +28,6 @@ pub fn router(state: AppState) -> Router {
         || middleware::from_fn_with_state(state.clone(), crate::limits::client_endpoint_guard);
     let token = post(token::token).route_layer(guard());
     let userinfo = get(resource::userinfo_get).post(resource::userinfo_post);
-    let discovery = get(meta::discovery);
     Router::new()
         .route("/oauth2/authorize", authorize.clone())
         .route("/authorize", authorize.clone())
@@ -46,9 +45,6 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/userinfo", userinfo)
         .route("/v1/users/me", get(resource::users_me))
-        .route("/.well-known/jwks.json", get(meta::jwks))
-        .route("/.well-known/openid-configuration", discovery.clone())
-        .route("/.well-known/oauth-authorization-server", discovery)
         .route("/login", get(pages::login_get).post(pages::login_post))
         .route(
             "/consent",
@@ -56,11 +52,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/logout", get(pages::logout_get).post(pages::logout_post))
         .route("/", get(pages::home))
-        .route("/health/live", get(meta::live))
         .route("/health/ready", get(meta::ready))
         .route("/metrics", get(crate::metrics::render))
-        .route("/static/tessera.css", get(meta::css))
-        .route("/static/form_post.js", get(meta::form_post_js))
         // Developer self-service pages.
         .route(settings::API_PATH, get(settings::api_get))
         .route("/settings/api/clients", post(settings::create_client))
@@ -86,14 +79,31 @@ pub fn router(state: AppState) -> Router {
             "/settings/apps/{client_id}/revoke",
             post(settings::revoke_app),
         )
-        .route("/static/settings.js", get(settings::settings_js))
         .fallback(meta::not_found)
         .layer(DefaultBodyLimit::max(state.settings().max_body_bytes))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             crate::envelope::envelope,
         ))
+        .merge(documents(&state))
         .with_state(state)
+}
+
+/// The fixed documents: their handlers never log, so their envelope opens no log span.
+fn documents(state: &AppState) -> Router<AppState> {
+    let discovery = get(meta::discovery);
+    Router::new()
+        .route("/.well-known/jwks.json", get(meta::jwks))
+        .route("/.well-known/openid-configuration", discovery.clone())
+        .route("/.well-known/oauth-authorization-server", discovery)
+        .route("/health/live", get(meta::live))
+        .route("/static/tessera.css", get(meta::css))
+        .route("/static/form_post.js", get(meta::form_post_js))
+        .route("/static/settings.js", get(settings::settings_js))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::envelope::envelope_without_span,
+        ))
 }
 
 /// Authenticates the calling client (RFC 6749 §2.3) for the token, introspection and

@@ -62,6 +62,47 @@ async fn metrics_count_requests_per_route_and_issued_tokens() {
     );
 }
 
+/// The fixed documents are served outside the request log span, but with everything else
+/// the envelope gives every response: security headers, a request id, and a count in the
+/// metrics under their route.
+#[tokio::test]
+async fn fixed_documents_carry_the_envelope() {
+    let server = TestServer::start().await;
+    let http = server.http();
+    for path in [
+        "/.well-known/openid-configuration",
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/jwks.json",
+        "/health/live",
+        "/static/tessera.css",
+        "/static/form_post.js",
+        "/static/settings.js",
+    ] {
+        let resp = http.get(server.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        let h = resp.headers();
+        assert!(h.get("x-request-id").is_some(), "{path}: request id");
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(h["x-frame-options"], "DENY", "{path}");
+        assert!(h.get("content-security-policy").is_some(), "{path}: CSP");
+    }
+    let text = http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("tessera_http_requests_total")
+                && l.contains("route=\"/.well-known/jwks.json\"")
+                && l.contains("status=\"200\"")),
+        "{text}"
+    );
+}
+
 /// RFC 8414 §3 / OIDC Discovery §4: both documents, same content, issuer exact, and only
 /// what is implemented.
 #[tokio::test]
