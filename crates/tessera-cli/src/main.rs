@@ -195,18 +195,24 @@ enum ClientCmd {
     },
     /// Show one client's settings.
     Show {
+        /// The client id (ids may begin with `-`: they are base64url).
+        #[arg(allow_hyphen_values = true)]
         id: String,
         #[arg(long)]
         json: bool,
     },
     /// Delete a client and revoke everything it was issued.
     Delete {
+        /// The client id (ids may begin with `-`: they are base64url).
+        #[arg(allow_hyphen_values = true)]
         id: String,
         #[arg(long)]
         json: bool,
     },
     /// Replace a client's secret; the old one stops working at once.
     RotateSecret {
+        /// The client id (ids may begin with `-`: they are base64url).
+        #[arg(allow_hyphen_values = true)]
         id: String,
         #[arg(long)]
         json: bool,
@@ -777,4 +783,25 @@ async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutdown requested; finishing requests in flight");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Client ids are base64url, so one in 32 begins with `-`; such an id is still an id.
+    #[test]
+    fn client_ids_beginning_with_a_hyphen_are_accepted() {
+        for command in ["show", "delete", "rotate-secret"] {
+            let cli = Cli::try_parse_from(["tessera", "client", command, "-qXj3", "--json"])
+                .unwrap_or_else(|e| panic!("{command}: {e}"));
+            let (id, json) = match cli.command {
+                Command::Client(ClientCmd::Show { id, json })
+                | Command::Client(ClientCmd::Delete { id, json })
+                | Command::Client(ClientCmd::RotateSecret { id, json }) => (id, json),
+                _ => panic!("{command}: another command"),
+            };
+            assert_eq!((id.as_str(), json), ("-qXj3", true), "{command}");
+        }
+    }
 }
