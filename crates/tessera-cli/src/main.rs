@@ -789,7 +789,7 @@ async fn shutdown_signal() {
 mod tests {
     use super::*;
 
-    /// Client ids are base64url, so one in 32 begins with `-`; such an id is still an id.
+    /// Client ids are base64url, so one in 64 begins with `-`; such an id is still an id.
     #[test]
     fn client_ids_beginning_with_a_hyphen_are_accepted() {
         for command in ["show", "delete", "rotate-secret"] {
