@@ -38,22 +38,8 @@ async fn metrics_count_requests_per_route_and_issued_tokens() {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    let text = server
-        .http()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        text.lines()
-            .any(|l| l.starts_with("tessera_http_requests_total")
-                && l.contains("route=\"/oauth2/token\"")
-                && l.contains("status=\"200\"")),
-        "{text}"
-    );
+    let text = metrics(&server).await;
+    assert!(counts_request(&text, "/oauth2/token", 200), "{text}");
     assert!(
         text.lines().any(|l| l.starts_with("tessera_events_total")
             && l.contains("event=\"token_issued\"")
@@ -86,21 +72,26 @@ async fn fixed_documents_carry_the_envelope() {
         assert_eq!(h["x-frame-options"], "DENY", "{path}");
         assert!(h.get("content-security-policy").is_some(), "{path}: CSP");
     }
-    let text = http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics(&server).await;
     assert!(
-        text.lines()
-            .any(|l| l.starts_with("tessera_http_requests_total")
-                && l.contains("route=\"/.well-known/jwks.json\"")
-                && l.contains("status=\"200\"")),
+        counts_request(&text, "/.well-known/jwks.json", 200),
         "{text}"
     );
+}
+
+/// The server's Prometheus exposition.
+async fn metrics(server: &TestServer) -> String {
+    let resp = server.http().get(server.url("/metrics")).send().await;
+    resp.unwrap().text().await.unwrap()
+}
+
+/// Whether `metrics` count a request to `route` answered with `status`.
+fn counts_request(metrics: &str, route: &str, status: u16) -> bool {
+    metrics.lines().any(|l| {
+        l.starts_with("tessera_http_requests_total")
+            && l.contains(&format!("route=\"{route}\""))
+            && l.contains(&format!("status=\"{status}\""))
+    })
 }
 
 /// RFC 8414 §3 / OIDC Discovery §4: both documents, same content, issuer exact, and only
