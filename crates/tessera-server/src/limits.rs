@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -106,6 +107,13 @@ pub struct Limiter {
     burst: u32,
     buckets: DefaultKeyedRateLimiter<String>,
     blocked: Mutex<HashMap<String, (Instant, u32)>>,
+    /// When the latest block ends, in milliseconds since `epoch` (rounded up).
+    blocks_end: AtomicU64,
+    epoch: Instant,
+}
+
+fn millis_since(epoch: Instant, t: Instant) -> u64 {
+    u64::try_from(t.saturating_duration_since(epoch).as_millis()).unwrap_or(u64::MAX)
 }
 
 fn quota(b: Bucket) -> Quota {
@@ -121,7 +129,16 @@ impl Limiter {
             burst: b.burst,
             buckets: RateLimiter::keyed(quota(b)),
             blocked: Mutex::new(HashMap::new()),
+            blocks_end: AtomicU64::new(0),
+            epoch: Instant::now(),
         }
+    }
+
+    /// Whether some key may be blocked now: false once the latest block has ended. The
+    /// token endpoints ask this first and build their keys (a `format!` each) only when
+    /// it is true.
+    pub fn is_blocking(&self) -> bool {
+        millis_since(self.epoch, Instant::now()) < self.blocks_end.load(Ordering::Relaxed)
     }
 
     /// How long `key` stays blocked, if it is.
@@ -192,6 +209,8 @@ impl Limiter {
             .saturating_mul(factor)
             .min(MAX_BLOCK);
         map.insert(key.to_owned(), (now + block, strikes));
+        let end = millis_since(self.epoch, now + block).saturating_add(1);
+        self.blocks_end.fetch_max(end, Ordering::Relaxed);
         block
     }
 
@@ -277,6 +296,27 @@ mod tests {
         assert!(second > first, "back-off grows: {first:?} then {second:?}");
     }
 
+    /// The hot paths skip building keys while nothing is blocked; a block must switch the
+    /// check on at once and its end must switch it off again.
+    #[test]
+    fn is_blocking_follows_the_latest_block() {
+        let l = Limiter::new(
+            "test",
+            Bucket {
+                burst: 1,
+                per_minute: 6000,
+            },
+        );
+        assert!(!l.is_blocking(), "nothing blocked yet");
+        assert_eq!(l.charge("k", 1), None);
+        assert!(!l.is_blocking(), "a charge within the burst blocks nothing");
+        let block = l.charge("k", 1).expect("blocked");
+        assert!(l.is_blocking() && l.blocked("k").is_some());
+        std::thread::sleep(block + Duration::from_millis(20));
+        assert!(l.blocked("k").is_none(), "the block has ended");
+        assert!(!l.is_blocking(), "and so has the check");
+    }
+
     #[test]
     fn forwarded_for_only_from_trusted_proxies() {
         let mut s = RateLimitSettings::default();
@@ -312,8 +352,12 @@ pub async fn client_endpoint_guard(
     if !limits.settings.enabled {
         return next.run(req).await;
     }
-    let key = ip_key(ip);
-    if let Some(wait) = limits.token_failures.blocked(&key) {
+    let blocked = if limits.token_failures.is_blocking() {
+        limits.token_failures.blocked(&ip_key(ip))
+    } else {
+        None
+    };
+    if let Some(wait) = blocked {
         crate::metrics::event("rate_limited", "token_endpoint");
         if let Some(origin) = req.extensions().get::<crate::audit::Origin>().cloned() {
             let subject = crate::audit::Subject {
@@ -328,7 +372,7 @@ pub async fn client_endpoint_guard(
     if resp.status() == axum::http::StatusCode::BAD_REQUEST
         && limits
             .token_failures
-            .charge_shared(&**state.store(), &key, 1, state.now())
+            .charge_shared(&**state.store(), &ip_key(ip), 1, state.now())
             .await
             .is_some()
     {

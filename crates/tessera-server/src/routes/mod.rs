@@ -128,9 +128,9 @@ pub(crate) async fn authenticate_client(
             return Err(e.into());
         }
     };
-    let client_key = crate::limits::client_key(&presented.client_id);
-    if limits.settings.enabled {
-        if let Some(wait) = limits.token_failures.blocked(&client_key) {
+    let client_key = || crate::limits::client_key(&presented.client_id);
+    if limits.settings.enabled && limits.token_failures.is_blocking() {
+        if let Some(wait) = limits.token_failures.blocked(&client_key()) {
             crate::metrics::event("rate_limited", "client");
             return Err(ApiError::RateLimited(wait));
         }
@@ -147,7 +147,7 @@ pub(crate) async fn authenticate_client(
     match verdict {
         Ok(client) => Ok(client),
         Err(e) => {
-            charge_auth_failure(state, ip, Some(&client_key)).await;
+            charge_auth_failure(state, ip, Some(&client_key())).await;
             let subject = crate::audit::Subject {
                 client_id: Some(&presented.client_id),
                 detail: Some(format!("method={}", presented.method.as_str())),
