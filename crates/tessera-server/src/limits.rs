@@ -134,11 +134,18 @@ impl Limiter {
         }
     }
 
-    /// Whether some key may be blocked now: false once the latest block has ended. The
-    /// token endpoints ask this first and build their keys (a `format!` each) only when
-    /// it is true.
-    pub fn is_blocking(&self) -> bool {
+    /// Whether some key may be blocked now: false once the latest block has ended.
+    fn is_blocking(&self) -> bool {
         millis_since(self.epoch, Instant::now()) < self.blocks_end.load(Ordering::Relaxed)
+    }
+
+    /// [`Limiter::blocked`] for a key that costs something to build (a `format!`): it is
+    /// built only while some block lasts, which on the token endpoints is almost never.
+    pub fn blocked_lazily(&self, key: impl FnOnce() -> String) -> Option<Duration> {
+        if !self.is_blocking() {
+            return None;
+        }
+        self.blocked(&key())
     }
 
     /// How long `key` stays blocked, if it is.
@@ -310,8 +317,11 @@ mod tests {
         assert!(!l.is_blocking(), "nothing blocked yet");
         assert_eq!(l.charge("k", 1), None);
         assert!(!l.is_blocking(), "a charge within the burst blocks nothing");
+        let unbuilt = l.blocked_lazily(|| panic!("no key is built while nothing is blocked"));
+        assert_eq!(unbuilt, None);
         let block = l.charge("k", 1).expect("blocked");
         assert!(l.is_blocking() && l.blocked("k").is_some());
+        assert!(l.blocked_lazily(|| "k".into()).is_some());
         std::thread::sleep(block + Duration::from_millis(20));
         assert!(l.blocked("k").is_none(), "the block has ended");
         assert!(!l.is_blocking(), "and so has the check");
@@ -352,12 +362,7 @@ pub async fn client_endpoint_guard(
     if !limits.settings.enabled {
         return next.run(req).await;
     }
-    let blocked = if limits.token_failures.is_blocking() {
-        limits.token_failures.blocked(&ip_key(ip))
-    } else {
-        None
-    };
-    if let Some(wait) = blocked {
+    if let Some(wait) = limits.token_failures.blocked_lazily(|| ip_key(ip)) {
         crate::metrics::event("rate_limited", "token_endpoint");
         if let Some(origin) = req.extensions().get::<crate::audit::Origin>().cloned() {
             let subject = crate::audit::Subject {

@@ -129,8 +129,8 @@ pub(crate) async fn authenticate_client(
         }
     };
     let client_key = || crate::limits::client_key(&presented.client_id);
-    if limits.settings.enabled && limits.token_failures.is_blocking() {
-        if let Some(wait) = limits.token_failures.blocked(&client_key()) {
+    if limits.settings.enabled {
+        if let Some(wait) = limits.token_failures.blocked_lazily(client_key) {
             crate::metrics::event("rate_limited", "client");
             return Err(ApiError::RateLimited(wait));
         }
