@@ -105,3 +105,25 @@ async fn committed_writes_are_checkpointed_in_the_background() {
     }
     assert_eq!(store.list_clients().await.unwrap().len(), 200);
 }
+
+/// The SQLite this crate links was built with the options in `.cargo/config.toml`: no
+/// memory counters and no shared page cache, each of which put a global mutex on the path
+/// of every lookup and every write.
+#[test]
+fn sqlite_is_built_without_global_allocation_locks() {
+    let conn = rusqlite::Connection::open_in_memory().unwrap();
+    let mut stmt = conn.prepare("PRAGMA compile_options").unwrap();
+    let options: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(
+        options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+        "{options:?}"
+    );
+    assert!(
+        !options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"),
+        "{options:?}"
+    );
+}
