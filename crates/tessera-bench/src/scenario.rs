@@ -78,8 +78,8 @@ impl Scenario {
                 label == "ceiling" || label == "node-opaque"
             }
             Scenario::Jwks => label == "node-opaque",
-            // node-oidc-provider's devInteractions flow is not driven (yet).
-            Scenario::CodeFlow => false,
+            // Its devInteractions pages sign anyone in and remember the grant in the session.
+            Scenario::CodeFlow => label == "node-opaque",
         }
     }
 }
@@ -296,25 +296,61 @@ async fn authorize_for_code(
             return Ok(Err(describe(&reply)));
         }
         let page = reply.text();
-        let forms = forms(&page);
-        if let Some((action, mut fields)) = forms.iter().find(|(a, _)| a == "/login").cloned() {
-            let Some((user, password)) = login.take() else {
-                return Ok(Err("asked to sign in again".into()));
-            };
-            fields.retain(|(k, _)| k != "username" && k != "password");
-            fields.push(("username".into(), user.into()));
-            fields.push(("password".into(), password.into()));
-            reply = post_fields(conn, &action, &fields).await?;
-            continue;
+        let Some((action, fields)) = answer(&forms(&page), &mut login)? else {
+            return Ok(Err(format!("unexpected page: {}", describe(&reply))));
+        };
+        if action.is_empty() {
+            return Ok(Err("asked to sign in again".into()));
         }
-        if let Some((action, mut fields)) = forms.iter().find(|(a, _)| a == "/consent").cloned() {
-            fields.push(("decision".into(), "allow".into()));
-            reply = post_fields(conn, &action, &fields).await?;
-            continue;
-        }
-        return Ok(Err(format!("unexpected page: {}", describe(&reply))));
+        reply = post_fields(conn, &action, &fields).await?;
     }
     Ok(Err("too many redirects".into()))
+}
+
+type Form = (String, Vec<(String, String)>);
+
+/// The form to submit on a sign-in or consent page, filled in: Tessera's (`/login`,
+/// `/consent`) or node-oidc-provider's devInteractions (one action per interaction, told
+/// apart by a hidden `prompt` field). `None` for any other page; an empty action when the
+/// page asks to sign in and `login` was already used.
+fn answer(forms: &[Form], login: &mut Option<(&str, &str)>) -> Result<Option<Form>> {
+    let prompt_of = |fields: &[(String, String)]| {
+        fields
+            .iter()
+            .find(|(k, _)| k == "prompt")
+            .map(|(_, v)| v.clone())
+    };
+    for (action, fields) in forms {
+        let (user_field, password_field) = match (action.as_str(), prompt_of(fields).as_deref()) {
+            ("/login", _) => ("username", "password"),
+            (_, Some("login")) => ("login", "password"),
+            ("/consent", _) => {
+                let mut fields = fields.clone();
+                fields.push(("decision".into(), "allow".into()));
+                return Ok(Some((action.clone(), fields)));
+            }
+            (_, Some("consent")) => return Ok(Some((local_target(action)?, fields.clone()))),
+            _ => continue,
+        };
+        let Some((user, password)) = login.take() else {
+            return Ok(Some((String::new(), Vec::new())));
+        };
+        let mut fields = fields.clone();
+        fields.retain(|(k, _)| k != user_field && k != password_field);
+        fields.push((user_field.into(), user.into()));
+        fields.push((password_field.into(), password.into()));
+        return Ok(Some((local_target(action)?, fields)));
+    }
+    Ok(None)
+}
+
+/// A form action as a request target on our connection (node's are absolute URLs).
+fn local_target(action: &str) -> Result<String> {
+    if action.starts_with('/') {
+        Ok(action.to_owned())
+    } else {
+        Ok(request_target(&loopback(action)?))
+    }
 }
 
 async fn post_fields(conn: &mut Conn, action: &str, fields: &[(String, String)]) -> Result<Reply> {
@@ -326,7 +362,7 @@ async fn post_fields(conn: &mut Conn, action: &str, fields: &[(String, String)])
 }
 
 /// Every form of a page: its action and named inputs.
-fn forms(html: &str) -> Vec<(String, Vec<(String, String)>)> {
+fn forms(html: &str) -> Vec<Form> {
     let doc = Html::parse_document(html);
     let (Ok(form_sel), Ok(input_sel)) = (Selector::parse("form"), Selector::parse("input[name]"))
     else {
@@ -381,10 +417,13 @@ async fn sign_in_and_authorize(
     conn: &mut Conn,
     client: &ClientCreds,
 ) -> Result<serde_json::Value> {
-    let (user, password) = target
-        .user
-        .as_ref()
-        .ok_or_else(|| anyhow!("{} has no bench user", target.label))?;
+    // node-oidc-provider's devInteractions sign in any login with any password.
+    let node_user = ("bench-user".to_owned(), "any-password".to_owned());
+    let (user, password) = match &target.user {
+        Some(u) => u,
+        None if target.label.starts_with("node") => &node_user,
+        None => bail!("{} has no bench user", target.label),
+    };
     let authorize = target
         .authorize
         .as_deref()
@@ -546,10 +585,11 @@ async fn workers(target: &Target, scenario: Scenario, n: usize) -> Result<Vec<Wo
                 }
             }
             Scenario::CodeFlow => {
-                let client = target
-                    .flow_client
-                    .clone()
-                    .ok_or_else(|| anyhow!("no flow client"))?;
+                let client = match &target.flow_client {
+                    Some(c) => c.clone(),
+                    None if !target.is_tessera() => target.client.clone(),
+                    None => bail!("no flow client"),
+                };
                 sign_in_and_authorize(target, &mut conn, &client).await?;
                 Op::CodeFlow(Box::new(FlowState {
                     authorize: target
@@ -684,5 +724,73 @@ mod tests {
         assert_eq!(f.len(), 2);
         assert_eq!(f[0].0, "/login");
         assert_eq!(f[0].1[0], ("csrf_token".to_owned(), "a&b".to_owned()));
+    }
+
+    fn field<'a>(form: &'a Form, name: &str) -> Option<&'a str> {
+        form.1
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn tessera_pages_are_answered_once_with_the_bench_user() {
+        let login = forms(
+            r#"<form action="/login" method="post"><input type="hidden" name="csrf_token" value="c">
+            <input name="username"><input name="password" type="password"></form>"#,
+        );
+        let mut user = Some(("alice", "pw"));
+        let form = answer(&login, &mut user).unwrap().unwrap();
+        assert_eq!(form.0, "/login");
+        assert_eq!(field(&form, "csrf_token"), Some("c"));
+        assert_eq!(field(&form, "username"), Some("alice"));
+        assert_eq!(field(&form, "password"), Some("pw"));
+        assert_eq!(form.1.len(), 3);
+        // A second sign-in page in the same flow is a failure, not a loop.
+        assert_eq!(answer(&login, &mut user).unwrap().unwrap().0, "");
+
+        let consent = forms(
+            r#"<form action="/consent"><input type="hidden" name="csrf_token" value="c"></form>"#,
+        );
+        let form = answer(&consent, &mut None).unwrap().unwrap();
+        assert_eq!(
+            (form.0.as_str(), field(&form, "decision")),
+            ("/consent", Some("allow"))
+        );
+    }
+
+    #[test]
+    fn node_dev_interactions_are_answered_on_our_connection() {
+        let login = forms(
+            r#"<form autocomplete="off" action="http://127.0.0.1:3500/interaction/u1" method="post">
+            <input type="hidden" name="prompt" value="login"/><input required type="text" name="login">
+            <input required type="password" name="password"></form>"#,
+        );
+        let form = answer(&login, &mut Some(("bench-user", "any")))
+            .unwrap()
+            .unwrap();
+        assert_eq!(form.0, "/interaction/u1");
+        assert_eq!(field(&form, "prompt"), Some("login"));
+        assert_eq!(field(&form, "login"), Some("bench-user"));
+        assert_eq!(field(&form, "password"), Some("any"));
+
+        let consent = forms(
+            r#"<form action="http://127.0.0.1:3500/interaction/u2" method="post">
+            <input type="hidden" name="prompt" value="consent"/></form>"#,
+        );
+        let form = answer(&consent, &mut None).unwrap().unwrap();
+        assert_eq!(
+            (form.0.as_str(), field(&form, "prompt")),
+            ("/interaction/u2", Some("consent"))
+        );
+
+        // Another origin is refused, and a page with no such form is not answered.
+        let elsewhere = forms(
+            r#"<form action="https://evil.example/interaction/u3"><input type="hidden" name="prompt" value="consent"></form>"#,
+        );
+        assert!(answer(&elsewhere, &mut None).is_err());
+        assert!(answer(&forms(r#"<form action="/x"></form>"#), &mut None)
+            .unwrap()
+            .is_none());
     }
 }
