@@ -296,12 +296,13 @@ async fn authorize_for_code(
             return Ok(Err(describe(&reply)));
         }
         let page = reply.text();
-        let Some((action, fields)) = answer(&forms(&page), &mut login)? else {
-            return Ok(Err(format!("unexpected page: {}", describe(&reply))));
+        let (action, fields) = match answer(&forms(&page), &mut login)? {
+            PageAnswer::Submit(form) => form,
+            PageAnswer::SignInAgain => return Ok(Err("asked to sign in again".into())),
+            PageAnswer::NotOurs => {
+                return Ok(Err(format!("unexpected page: {}", describe(&reply))))
+            }
         };
-        if action.is_empty() {
-            return Ok(Err("asked to sign in again".into()));
-        }
         reply = post_fields(conn, &action, &fields).await?;
     }
     Ok(Err("too many redirects".into()))
@@ -309,39 +310,49 @@ async fn authorize_for_code(
 
 type Form = (String, Vec<(String, String)>);
 
-/// The form to submit on a sign-in or consent page, filled in: Tessera's (`/login`,
-/// `/consent`) or node-oidc-provider's devInteractions (one action per interaction, told
-/// apart by a hidden `prompt` field). `None` for any other page; an empty action when the
-/// page asks to sign in and `login` was already used.
-fn answer(forms: &[Form], login: &mut Option<(&str, &str)>) -> Result<Option<Form>> {
-    let prompt_of = |fields: &[(String, String)]| {
-        fields
+/// What to do on a page met during a flow.
+#[derive(Debug, PartialEq)]
+enum PageAnswer {
+    /// Submit this form (action as a request target, fields filled in).
+    Submit(Form),
+    /// A sign-in page after `login` was used: the session did not hold.
+    SignInAgain,
+    /// Neither a sign-in nor a consent page.
+    NotOurs,
+}
+
+/// Answers a sign-in or consent page: Tessera's (`/login`, `/consent`) or
+/// node-oidc-provider's devInteractions (one action per interaction, told apart by a hidden
+/// `prompt` field).
+fn answer(forms: &[Form], login: &mut Option<(&str, &str)>) -> Result<PageAnswer> {
+    for (action, fields) in forms {
+        let prompt = fields
             .iter()
             .find(|(k, _)| k == "prompt")
-            .map(|(_, v)| v.clone())
-    };
-    for (action, fields) in forms {
-        let (user_field, password_field) = match (action.as_str(), prompt_of(fields).as_deref()) {
+            .map(|(_, v)| v.as_str());
+        let (user_field, password_field) = match (action.as_str(), prompt) {
             ("/login", _) => ("username", "password"),
             (_, Some("login")) => ("login", "password"),
             ("/consent", _) => {
                 let mut fields = fields.clone();
                 fields.push(("decision".into(), "allow".into()));
-                return Ok(Some((action.clone(), fields)));
+                return Ok(PageAnswer::Submit((action.clone(), fields)));
             }
-            (_, Some("consent")) => return Ok(Some((local_target(action)?, fields.clone()))),
+            (_, Some("consent")) => {
+                return Ok(PageAnswer::Submit((local_target(action)?, fields.clone())))
+            }
             _ => continue,
         };
         let Some((user, password)) = login.take() else {
-            return Ok(Some((String::new(), Vec::new())));
+            return Ok(PageAnswer::SignInAgain);
         };
         let mut fields = fields.clone();
         fields.retain(|(k, _)| k != user_field && k != password_field);
         fields.push((user_field.into(), user.into()));
         fields.push((password_field.into(), password.into()));
-        return Ok(Some((local_target(action)?, fields)));
+        return Ok(PageAnswer::Submit((local_target(action)?, fields)));
     }
-    Ok(None)
+    Ok(PageAnswer::NotOurs)
 }
 
 /// A form action as a request target on our connection (node's are absolute URLs).
@@ -733,6 +744,13 @@ mod tests {
             .map(|(_, v)| v.as_str())
     }
 
+    fn submitted(answer: Result<PageAnswer>) -> Form {
+        match answer.unwrap() {
+            PageAnswer::Submit(form) => form,
+            other => panic!("no form submitted: {other:?}"),
+        }
+    }
+
     #[test]
     fn tessera_pages_are_answered_once_with_the_bench_user() {
         let login = forms(
@@ -740,19 +758,19 @@ mod tests {
             <input name="username"><input name="password" type="password"></form>"#,
         );
         let mut user = Some(("alice", "pw"));
-        let form = answer(&login, &mut user).unwrap().unwrap();
+        let form = submitted(answer(&login, &mut user));
         assert_eq!(form.0, "/login");
         assert_eq!(field(&form, "csrf_token"), Some("c"));
         assert_eq!(field(&form, "username"), Some("alice"));
         assert_eq!(field(&form, "password"), Some("pw"));
         assert_eq!(form.1.len(), 3);
         // A second sign-in page in the same flow is a failure, not a loop.
-        assert_eq!(answer(&login, &mut user).unwrap().unwrap().0, "");
+        assert_eq!(answer(&login, &mut user).unwrap(), PageAnswer::SignInAgain);
 
         let consent = forms(
             r#"<form action="/consent"><input type="hidden" name="csrf_token" value="c"></form>"#,
         );
-        let form = answer(&consent, &mut None).unwrap().unwrap();
+        let form = submitted(answer(&consent, &mut None));
         assert_eq!(
             (form.0.as_str(), field(&form, "decision")),
             ("/consent", Some("allow"))
@@ -766,9 +784,7 @@ mod tests {
             <input type="hidden" name="prompt" value="login"/><input required type="text" name="login">
             <input required type="password" name="password"></form>"#,
         );
-        let form = answer(&login, &mut Some(("bench-user", "any")))
-            .unwrap()
-            .unwrap();
+        let form = submitted(answer(&login, &mut Some(("bench-user", "any"))));
         assert_eq!(form.0, "/interaction/u1");
         assert_eq!(field(&form, "prompt"), Some("login"));
         assert_eq!(field(&form, "login"), Some("bench-user"));
@@ -778,7 +794,7 @@ mod tests {
             r#"<form action="http://127.0.0.1:3500/interaction/u2" method="post">
             <input type="hidden" name="prompt" value="consent"/></form>"#,
         );
-        let form = answer(&consent, &mut None).unwrap().unwrap();
+        let form = submitted(answer(&consent, &mut None));
         assert_eq!(
             (form.0.as_str(), field(&form, "prompt")),
             ("/interaction/u2", Some("consent"))
@@ -789,8 +805,9 @@ mod tests {
             r#"<form action="https://evil.example/interaction/u3"><input type="hidden" name="prompt" value="consent"></form>"#,
         );
         assert!(answer(&elsewhere, &mut None).is_err());
-        assert!(answer(&forms(r#"<form action="/x"></form>"#), &mut None)
-            .unwrap()
-            .is_none());
+        assert_eq!(
+            answer(&forms(r#"<form action="/x"></form>"#), &mut None).unwrap(),
+            PageAnswer::NotOurs
+        );
     }
 }

@@ -4,14 +4,6 @@ mod config;
 mod demo;
 mod logging;
 
-/// jemalloc rather than glibc's allocator: buffers allocated on one thread and freed on
-/// another (every store write: the worker builds the rows, the writer thread drops them)
-/// took an arena lock per free under glibc, and allocation was a fifth of the workers'
-/// time under refresh load (docs/benchmarks.md, session 6). Its options are built in
-/// through `.cargo/config.toml`.
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,6 +17,14 @@ use tessera_server::{AppState, Clock, SystemClock};
 use tessera_store::Store;
 use tessera_store_postgres::{PostgresOptions, PostgresStore};
 use tessera_store_sqlite::SqliteStore;
+
+/// jemalloc rather than glibc's allocator: buffers allocated on one thread and freed on
+/// another (every store write: the worker builds the rows, the writer thread drops them)
+/// took an arena lock per free under glibc, and allocation was a fifth of the workers'
+/// time under refresh load (docs/benchmarks.md, session 6). Its options are built in
+/// through `.cargo/config.toml`.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[derive(Parser)]
 #[command(
