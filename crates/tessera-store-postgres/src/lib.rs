@@ -16,7 +16,8 @@
 //! database is down or saturated) a step fails with [`StoreError::Unavailable`], which the
 //! server answers with 503 / `temporarily_unavailable`.
 
-mod migrations;
+/// Public so that upgrade tests can build a store at an older schema.
+pub mod migrations;
 mod tls;
 
 use std::time::Duration;
@@ -484,11 +485,30 @@ async fn insert_audit(conn: &mut PgConnection, events: &[AuditEvent]) -> StoreRe
     Ok(())
 }
 
+/// Raises the bound of an existing grant when tokens stored under it outlive it (rarely:
+/// see [`Issuance::extended_grant_bound`]); otherwise the statement writes nothing.
+async fn extend_grant(
+    conn: &mut PgConnection,
+    grant_id: &str,
+    covers: UnixTime,
+    extended: UnixTime,
+) -> StoreResult<()> {
+    sqlx::query("UPDATE grants SET expires_at = $2 WHERE id = $1 AND expires_at < $3")
+        .bind(grant_id)
+        .bind(extended)
+        .bind(covers)
+        .execute(&mut *conn)
+        .await
+        .map_err(map_err)?;
+    Ok(())
+}
+
 async fn insert_issuance(conn: &mut PgConnection, iss: &Issuance) -> StoreResult<()> {
     if let Some(g) = &iss.new_grant {
+        // `expires_at`: the grant's bound, the latest expiry of any token issued under it.
         sqlx::query(
-            "INSERT INTO grants (id, client_id, user_id, tenant, scope, audiences, auth_time, created_at, sid)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "INSERT INTO grants (id, client_id, user_id, tenant, scope, audiences, auth_time, created_at, sid, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&g.id)
         .bind(&g.client_id)
@@ -499,9 +519,18 @@ async fn insert_issuance(conn: &mut PgConnection, iss: &Issuance) -> StoreResult
         .bind(g.auth_time)
         .bind(g.created_at)
         .bind(&g.sid)
+        .bind(iss.tokens_expire_at())
         .execute(&mut *conn)
         .await
         .map_err(map_err)?;
+    } else {
+        extend_grant(
+            &mut *conn,
+            &iss.access.grant_id,
+            iss.tokens_expire_at(),
+            iss.extended_grant_bound(),
+        )
+        .await?;
     }
     insert_audit(&mut *conn, &iss.audit).await?;
     insert_access_token(&mut *conn, &iss.access).await?;
@@ -696,10 +725,9 @@ impl Store for PostgresStore {
             return Ok(false);
         }
         let mut tx = self.begin().await?;
+        // Its tokens die with their grants (every token lookup joins its grant); their
+        // rows, unusable, go at their expiry, as in the SQLite store.
         for sql in [
-            "DELETE FROM access_tokens WHERE grant_id IN (SELECT id FROM grants WHERE client_id = $1)",
-            "DELETE FROM access_tokens WHERE client_id = $1",
-            "DELETE FROM refresh_tokens WHERE grant_id IN (SELECT id FROM grants WHERE client_id = $1)",
             "DELETE FROM grants WHERE client_id = $1",
             "DELETE FROM auth_codes WHERE client_id = $1",
             "DELETE FROM consents WHERE client_id = $1",
@@ -899,7 +927,7 @@ impl Store for PostgresStore {
     async fn get_access_token(&self, hash: &Hash) -> StoreResult<Option<AccessToken>> {
         let row = sqlx::query(
             "SELECT a.*, (a.revoked_at IS NOT NULL OR g.revoked_at IS NOT NULL) AS revoked
-             FROM access_tokens a LEFT JOIN grants g ON g.id = a.grant_id WHERE a.hash = $1",
+             FROM access_tokens a JOIN grants g ON g.id = a.grant_id WHERE a.hash = $1",
         )
         .bind(hash.as_slice())
         .fetch_optional(&self.pool)
@@ -964,8 +992,8 @@ impl Store for PostgresStore {
             "UPDATE refresh_tokens SET state = 'rotated', rotated_at = $2,
                     successor_hash = $3, successor_sealed = $4
              WHERE hash = $1 AND state = 'active'
-               AND NOT EXISTS (SELECT 1 FROM grants g
-                               WHERE g.id = refresh_tokens.grant_id AND g.revoked_at IS NOT NULL)
+               AND EXISTS (SELECT 1 FROM grants g
+                           WHERE g.id = refresh_tokens.grant_id AND g.revoked_at IS NULL)
              RETURNING access_token_hash",
         )
         .bind(old.as_slice())
@@ -1031,8 +1059,8 @@ impl Store for PostgresStore {
         let row = sqlx::query(
             "SELECT r.access_token_hash FROM refresh_tokens r
              WHERE r.hash = $1 AND r.state = 'active' AND r.expires_at > $2
-               AND NOT EXISTS (SELECT 1 FROM grants g
-                               WHERE g.id = r.grant_id AND g.revoked_at IS NOT NULL)
+               AND EXISTS (SELECT 1 FROM grants g
+                           WHERE g.id = r.grant_id AND g.revoked_at IS NULL)
              FOR UPDATE OF r",
         )
         .bind(successor.as_slice())
@@ -1054,6 +1082,13 @@ impl Store for PostgresStore {
             .map_err(map_err)?;
         }
         insert_access_token(&mut tx, access).await?;
+        extend_grant(
+            &mut tx,
+            &access.grant_id,
+            access.expires_at,
+            tessera_store::extended_grant_bound(access.issued_at, access.expires_at),
+        )
+        .await?;
         sqlx::query("UPDATE refresh_tokens SET access_token_hash = $1 WHERE hash = $2")
             .bind(access.hash.as_slice())
             .bind(successor.as_slice())
@@ -1121,28 +1156,50 @@ impl Store for PostgresStore {
         let cutoff = now - grace.max(0);
         let batch = i64::from(batch);
         let mut tx = self.begin().await?;
-        // Rotated refresh tokens stay until they expire: they are what detects reuse.
+        // Every row goes by its expiry index alone, as in the SQLite store: revoked rows are
+        // dead already and go at their expiry too; rotated refresh tokens stay until they
+        // expire (they detect reuse); a grant's bound covers every token issued under it.
         let pruned = Pruned {
-            codes: prune(&mut tx, cutoff, batch, "DELETE FROM auth_codes WHERE hash IN
-                        (SELECT hash FROM auth_codes WHERE expires_at < $1 LIMIT $2)")
+            codes: prune(
+                &mut tx,
+                cutoff,
+                batch,
+                "DELETE FROM auth_codes WHERE hash IN
+                        (SELECT hash FROM auth_codes WHERE expires_at < $1 LIMIT $2)",
+            )
             .await?,
-            access_tokens: prune(&mut tx, cutoff, batch, "DELETE FROM access_tokens WHERE hash IN
-                        (SELECT a.hash FROM access_tokens a LEFT JOIN grants g ON g.id = a.grant_id
-                         WHERE a.expires_at < $1 OR a.revoked_at < $1 OR g.revoked_at < $1 LIMIT $2)")
+            access_tokens: prune(
+                &mut tx,
+                cutoff,
+                batch,
+                "DELETE FROM access_tokens WHERE hash IN
+                        (SELECT hash FROM access_tokens WHERE expires_at < $1 LIMIT $2)",
+            )
             .await?,
-            refresh_tokens: prune(&mut tx, cutoff, batch, "DELETE FROM refresh_tokens WHERE hash IN
-                        (SELECT r.hash FROM refresh_tokens r LEFT JOIN grants g ON g.id = r.grant_id
-                         WHERE r.expires_at < $1 OR g.revoked_at < $1 LIMIT $2)")
+            refresh_tokens: prune(
+                &mut tx,
+                cutoff,
+                batch,
+                "DELETE FROM refresh_tokens WHERE hash IN
+                        (SELECT hash FROM refresh_tokens WHERE expires_at < $1 LIMIT $2)",
+            )
             .await?,
-            grants: prune(&mut tx, cutoff, batch, "DELETE FROM grants WHERE id IN
-                        (SELECT g.id FROM grants g WHERE g.created_at < $1
-                         AND NOT EXISTS (SELECT 1 FROM access_tokens a WHERE a.grant_id = g.id)
-                         AND NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.grant_id = g.id)
-                         LIMIT $2)")
+            grants: prune(
+                &mut tx,
+                cutoff,
+                batch,
+                "DELETE FROM grants WHERE id IN
+                        (SELECT id FROM grants WHERE expires_at < $1 LIMIT $2)",
+            )
             .await?,
             audit_events: 0,
-            sessions: prune(&mut tx, cutoff, batch, "DELETE FROM sessions WHERE hash IN
-                        (SELECT hash FROM sessions WHERE expires_at < $1 LIMIT $2)")
+            sessions: prune(
+                &mut tx,
+                cutoff,
+                batch,
+                "DELETE FROM sessions WHERE hash IN
+                        (SELECT hash FROM sessions WHERE expires_at < $1 LIMIT $2)",
+            )
             .await?,
         };
         // Failure counters of windows long closed (not reported: they are not grants).

@@ -149,3 +149,96 @@ async fn a_closed_pool_is_unavailable() {
         Err(StoreError::Unavailable(_))
     ));
 }
+
+/// Upgrading a store from before grant bounds (schema 6): each grant's bound becomes the
+/// latest expiry of its tokens, so the janitor keeps every grant a live token needs and
+/// prunes the others, and the token tables lose their grant indexes.
+#[tokio::test]
+async fn upgrading_gives_each_grant_the_latest_expiry_of_its_tokens() {
+    const NOW: i64 = 1_800_000_000;
+    let schema = TestSchema::new("upgrade");
+    let (live_at, live_rt) = ([1u8; 32], [2u8; 32]);
+    {
+        let mut conn = sqlx::PgConnection::connect(&database_url()).await.unwrap();
+        let setup = format!(
+            "CREATE SCHEMA \"{0}\"; SET search_path TO \"{0}\";
+             CREATE TABLE tessera_schema_version (version BIGINT NOT NULL);
+             INSERT INTO tessera_schema_version (version) VALUES (6);",
+            schema.name
+        );
+        sqlx::raw_sql(&setup).execute(&mut conn).await.unwrap();
+        for sql in &tessera_store_postgres::migrations::MIGRATIONS[..6] {
+            sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+        }
+        for grant in ["live", "dead", "empty"] {
+            sqlx::query(
+                "INSERT INTO grants (id, client_id, user_id, tenant, scope, audiences, created_at)
+                 VALUES ($1, 'app', 'u', 'default', 'openid offline_access', '[]', $2)",
+            )
+            .bind(grant)
+            .bind(NOW - 10_000)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
+        for (table, hash, grant, expires_at) in [
+            ("access", live_at, "live", NOW + 3600),
+            ("refresh", live_rt, "live", NOW + 86_400),
+            ("access", [3u8; 32], "dead", NOW - 50),
+            ("refresh", [4u8; 32], "dead", NOW - 40),
+        ] {
+            let sql = match table {
+                "access" => {
+                    "INSERT INTO access_tokens (hash, grant_id, client_id, user_id, tenant, scope,
+                     audiences, issued_at, expires_at) VALUES ($1, $2, 'app', 'u', 'default',
+                     'openid offline_access', '[]', $3, $4)"
+                }
+                _ => {
+                    "INSERT INTO refresh_tokens (hash, grant_id, issued_at, expires_at, state)
+                     VALUES ($1, $2, $3, $4, 'active')"
+                }
+            };
+            sqlx::query(sql)
+                .bind(hash.as_slice())
+                .bind(grant)
+                .bind(NOW - 100)
+                .bind(expires_at)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+        conn.close().await.unwrap();
+    }
+
+    let store = PostgresStore::connect_with(&database_url(), schema.options())
+        .await
+        .unwrap();
+    while store
+        .prune_expired(NOW + 3601, 0, 1000)
+        .await
+        .unwrap()
+        .total()
+        > 0
+    {}
+    let rt = store.get_refresh_token(&live_rt).await.unwrap();
+    assert!(
+        rt.is_some_and(|r| r.is_active(NOW + 3601)),
+        "the live refresh token keeps its grant"
+    );
+    assert!(store.get_access_token(&live_at).await.unwrap().is_none());
+    let grants: Vec<(String, i64)> =
+        sqlx::query_as("SELECT id, expires_at FROM grants ORDER BY id")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(grants, vec![("live".to_owned(), NOW + 86_400)]);
+    let indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT indexname::text FROM pg_indexes WHERE schemaname = current_schema()
+         AND indexname IN ('access_tokens_grant', 'refresh_tokens_grant')",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert!(indexes.is_empty(), "{indexes:?}");
+    store.close().await;
+}

@@ -16,7 +16,8 @@
 //! Read path: a small pool of read-only connections used from `spawn_blocking`; WAL lets
 //! them read while the writer writes.
 
-mod migrations;
+/// Public so that upgrade tests can build a store at an older schema.
+pub mod migrations;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -612,10 +613,11 @@ fn grant_from(row: &Row) -> rusqlite::Result<Grant> {
     })
 }
 
-fn insert_grant(conn: &Connection, g: &Grant) -> StoreResult<()> {
+/// `expires_at`: the grant's bound, the latest expiry of any token issued under it.
+fn insert_grant(conn: &Connection, g: &Grant, expires_at: UnixTime) -> StoreResult<()> {
     conn.prepare_cached(
-        "INSERT INTO grants (id, client_id, user_id, tenant, scope, audiences, auth_time, created_at, sid)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO grants (id, client_id, user_id, tenant, scope, audiences, auth_time, created_at, sid, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -627,7 +629,8 @@ fn insert_grant(conn: &Connection, g: &Grant) -> StoreResult<()> {
             to_json(&g.audiences).unwrap_or_default(),
             g.auth_time,
             g.created_at,
-            g.sid
+            g.sid,
+            expires_at
         ])
     })
     .map_err(map_err)?;
@@ -682,9 +685,29 @@ fn insert_access_token(conn: &Connection, a: &AccessToken) -> StoreResult<()> {
     Ok(())
 }
 
+/// Raises the bound of an existing grant when tokens stored under it outlive it (rarely:
+/// see [`Issuance::extended_grant_bound`]); otherwise the statement writes nothing.
+fn extend_grant(
+    conn: &Connection,
+    grant_id: &str,
+    covers: UnixTime,
+    extended: UnixTime,
+) -> StoreResult<()> {
+    conn.prepare_cached("UPDATE grants SET expires_at = ?2 WHERE id = ?1 AND expires_at < ?3")
+        .and_then(|mut s| s.execute(params![grant_id, extended, covers]))
+        .map_err(map_err)?;
+    Ok(())
+}
+
 fn insert_issuance(conn: &Connection, iss: &Issuance) -> StoreResult<()> {
-    if let Some(g) = &iss.new_grant {
-        insert_grant(conn, g)?;
+    match &iss.new_grant {
+        Some(g) => insert_grant(conn, g, iss.tokens_expire_at())?,
+        None => extend_grant(
+            conn,
+            &iss.access.grant_id,
+            iss.tokens_expire_at(),
+            iss.extended_grant_bound(),
+        )?,
     }
     insert_audit(conn, &iss.audit)?;
     insert_access_token(conn, &iss.access)?;
@@ -862,9 +885,11 @@ impl Store for SqliteStore {
     async fn delete_client(&self, id: &str) -> StoreResult<bool> {
         let id = id.to_owned();
         self.write(move |c| {
+            // Its tokens die with their grants (every token lookup joins its grant); their
+            // rows, unusable, go at their expiry. Finding them now would take an index on
+            // the tokens' grant, whose random page per new token cost refresh a sixth of
+            // its WAL (docs/benchmarks.md, session 7).
             let sql = "
-                DELETE FROM access_tokens WHERE grant_id IN (SELECT id FROM grants WHERE client_id = ?1);
-                DELETE FROM refresh_tokens WHERE grant_id IN (SELECT id FROM grants WHERE client_id = ?1);
                 DELETE FROM grants WHERE client_id = ?1;
                 DELETE FROM auth_codes WHERE client_id = ?1;
                 DELETE FROM consents WHERE client_id = ?1;";
@@ -1070,7 +1095,7 @@ impl Store for SqliteStore {
                 "SELECT a.hash, a.grant_id, a.client_id, a.user_id, a.tenant, a.scope,
                         a.audiences, a.issued_at, a.expires_at,
                         (a.revoked_at IS NOT NULL OR g.revoked_at IS NOT NULL) AS revoked
-                 FROM access_tokens a LEFT JOIN grants g ON g.id = a.grant_id WHERE a.hash = ?1",
+                 FROM access_tokens a JOIN grants g ON g.id = a.grant_id WHERE a.hash = ?1",
             )
             .and_then(|mut s| {
                 s.query_row([h.as_slice()], |r| {
@@ -1141,12 +1166,13 @@ impl Store for SqliteStore {
             let n = c
                 .prepare_cached(
                     // Correlated on the grant's primary key: an `IN (SELECT … WHERE revoked_at
-                    // IS NULL)` list would scan every grant on every refresh.
+                    // IS NULL)` list would scan every grant on every refresh. A token whose
+                    // grant is gone (its client deleted) is dead like a revoked one.
                     "UPDATE refresh_tokens SET state = 'rotated', rotated_at = ?2,
                             successor_hash = ?3, successor_sealed = ?4
                      WHERE hash = ?1 AND state = 'active'
-                     AND NOT EXISTS (SELECT 1 FROM grants g
-                                     WHERE g.id = refresh_tokens.grant_id AND g.revoked_at IS NOT NULL)",
+                     AND EXISTS (SELECT 1 FROM grants g
+                                 WHERE g.id = refresh_tokens.grant_id AND g.revoked_at IS NULL)",
                 )
                 .and_then(|mut s| s.execute(params![h.as_slice(), now, successor, sealed]))
                 .map_err(map_err)?;
@@ -1204,8 +1230,8 @@ impl Store for SqliteStore {
                 .prepare_cached(
                     "SELECT r.access_token_hash FROM refresh_tokens r
                      WHERE r.hash = ?1 AND r.state = 'active' AND r.expires_at > ?2
-                     AND NOT EXISTS (SELECT 1 FROM grants g
-                                     WHERE g.id = r.grant_id AND g.revoked_at IS NOT NULL)",
+                     AND EXISTS (SELECT 1 FROM grants g
+                                 WHERE g.id = r.grant_id AND g.revoked_at IS NULL)",
                 )
                 .and_then(|mut s| {
                     s.query_row(params![successor.as_slice(), now], |r| r.get(0))
@@ -1223,6 +1249,12 @@ impl Store for SqliteStore {
                 .map_err(map_err)?;
             }
             insert_access_token(c, &access)?;
+            extend_grant(
+                c,
+                &access.grant_id,
+                access.expires_at,
+                tessera_store::extended_grant_bound(access.issued_at, access.expires_at),
+            )?;
             c.prepare_cached("UPDATE refresh_tokens SET access_token_hash = ?1 WHERE hash = ?2")
                 .and_then(|mut s| s.execute(params![access.hash.as_slice(), successor.as_slice()]))
                 .map_err(map_err)?;
@@ -1307,21 +1339,19 @@ impl Store for SqliteStore {
                     .map(|n| n as u64)
                     .map_err(map_err)
             };
-            // Rotated refresh tokens stay until they expire: they are what detects reuse.
+            // Every row goes by its expiry index alone, so a pass reads only what it deletes
+            // (revoked rows are dead already and go at their expiry too). Rotated refresh
+            // tokens stay until they expire: they are what detects reuse. A grant's bound
+            // covers every token issued under it, so no live token loses its grant.
             Ok(Pruned {
                 codes: run("DELETE FROM auth_codes WHERE hash IN
                             (SELECT hash FROM auth_codes WHERE expires_at < ?1 LIMIT ?2)")?,
                 access_tokens: run("DELETE FROM access_tokens WHERE hash IN
-                            (SELECT a.hash FROM access_tokens a LEFT JOIN grants g ON g.id = a.grant_id
-                             WHERE a.expires_at < ?1 OR a.revoked_at < ?1 OR g.revoked_at < ?1 LIMIT ?2)")?,
+                            (SELECT hash FROM access_tokens WHERE expires_at < ?1 LIMIT ?2)")?,
                 refresh_tokens: run("DELETE FROM refresh_tokens WHERE hash IN
-                            (SELECT r.hash FROM refresh_tokens r LEFT JOIN grants g ON g.id = r.grant_id
-                             WHERE r.expires_at < ?1 OR g.revoked_at < ?1 LIMIT ?2)")?,
+                            (SELECT hash FROM refresh_tokens WHERE expires_at < ?1 LIMIT ?2)")?,
                 grants: run("DELETE FROM grants WHERE id IN
-                            (SELECT g.id FROM grants g WHERE g.created_at < ?1
-                             AND NOT EXISTS (SELECT 1 FROM access_tokens a WHERE a.grant_id = g.id)
-                             AND NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.grant_id = g.id)
-                             LIMIT ?2)")?,
+                            (SELECT id FROM grants WHERE expires_at < ?1 LIMIT ?2)")?,
                 audit_events: 0,
                 sessions: run("DELETE FROM sessions WHERE hash IN
                             (SELECT hash FROM sessions WHERE expires_at < ?1 LIMIT ?2)")?,

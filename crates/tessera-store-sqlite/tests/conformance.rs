@@ -127,3 +127,91 @@ fn sqlite_is_built_without_global_allocation_locks() {
         "{options:?}"
     );
 }
+
+/// Upgrading a store from before grant bounds (schema 6): each grant's bound becomes the
+/// latest expiry of its tokens, so the janitor keeps every grant a live token needs and
+/// prunes the others, and the token tables lose their grant indexes.
+#[tokio::test]
+async fn upgrading_gives_each_grant_the_latest_expiry_of_its_tokens() {
+    use tessera_store::Store;
+    const NOW: i64 = 1_800_000_000;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tessera.db");
+    let (live_at, live_rt) = ([1u8; 32], [2u8; 32]);
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        for sql in &tessera_store_sqlite::migrations::MIGRATIONS[..6] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 6).unwrap();
+        for grant in ["live", "dead", "empty"] {
+            conn.execute(
+                "INSERT INTO grants (id, client_id, user_id, tenant, scope, audiences, created_at)
+                 VALUES (?1, 'app', 'u', 'default', 'openid offline_access', '[]', ?2)",
+                rusqlite::params![grant, NOW - 10_000],
+            )
+            .unwrap();
+        }
+        let token = |table: &str, hash: [u8; 32], grant: &str, expires_at: i64| {
+            let sql = match table {
+                "access" => {
+                    "INSERT INTO access_tokens (hash, grant_id, client_id, user_id, tenant, scope,
+                     audiences, issued_at, expires_at) VALUES (?1, ?2, 'app', 'u', 'default',
+                     'openid offline_access', '[]', ?3, ?4)"
+                }
+                _ => {
+                    "INSERT INTO refresh_tokens (hash, grant_id, issued_at, expires_at, state)
+                     VALUES (?1, ?2, ?3, ?4, 'active')"
+                }
+            };
+            conn.execute(
+                sql,
+                rusqlite::params![hash.as_slice(), grant, NOW - 100, expires_at],
+            )
+            .unwrap();
+        };
+        token("access", live_at, "live", NOW + 3600);
+        token("refresh", live_rt, "live", NOW + 86_400);
+        token("access", [3u8; 32], "dead", NOW - 50);
+        token("refresh", [4u8; 32], "dead", NOW - 40);
+    }
+
+    let store = SqliteStore::open(&path).unwrap();
+    while store
+        .prune_expired(NOW + 3601, 0, 1000)
+        .await
+        .unwrap()
+        .total()
+        > 0
+    {}
+    let rt = store.get_refresh_token(&live_rt).await.unwrap();
+    assert!(
+        rt.is_some_and(|r| r.is_active(NOW + 3601)),
+        "the live refresh token keeps its grant"
+    );
+    assert!(store.get_access_token(&live_at).await.unwrap().is_none());
+    drop(store);
+
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let grants: Vec<(String, i64)> = conn
+        .prepare("SELECT id, expires_at FROM grants ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(grants, vec![("live".to_owned(), NOW + 86_400)]);
+    let indexes: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE '%grant%'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(
+        !indexes
+            .iter()
+            .any(|i| i == "access_tokens_grant" || i == "refresh_tokens_grant"),
+        "{indexes:?}"
+    );
+}

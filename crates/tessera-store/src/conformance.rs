@@ -170,6 +170,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     audit_retention(&*store).await;
     audit_rides_with_its_issuance(&*store).await;
     a_failing_step_undoes_only_itself(store.clone()).await;
+    a_grant_outlives_every_token_issued_under_it(&*store).await;
     janitor_prunes_only_dead_rows(&*store).await;
     self_service::run(&*store).await;
 }
@@ -795,6 +796,110 @@ async fn grant_revocation(store: &dyn Store) {
     );
 }
 
+/// The janitor deletes a grant only past the latest expiry of the tokens issued under it,
+/// and a token whose grant is gone is dead: so a rotation (or a retry) that issues tokens
+/// outliving the grant's first ones must keep the grant alive for them.
+async fn a_grant_outlives_every_token_issued_under_it(store: &dyn Store) {
+    let u = user(store).await;
+    let c = client(store).await;
+    let short = |iss: &mut Issuance, at: i64| {
+        iss.access.expires_at = at;
+        if let Some(r) = iss.refresh.as_mut() {
+            r.expires_at = at;
+        }
+    };
+    let prune_at = NOW + 10_000;
+
+    // A chain: first tokens short-lived, their successors long-lived.
+    let chain = grant(&c.id, &u.id);
+    let mut first = issuance(&chain, true);
+    short(&mut first, NOW + 100);
+    must(store.issue(&first).await, "issue");
+    let mut second = issuance(&chain, false);
+    second.access.expires_at = prune_at + 3600;
+    if let Some(r) = second.refresh.as_mut() {
+        r.expires_at = prune_at + 86_400;
+    }
+    let old = first.refresh.as_ref().map(|r| r.hash).unwrap_or_default();
+    must(
+        store
+            .rotate_refresh_token(&old, &second, None, NOW + 1)
+            .await,
+        "rotate",
+    );
+
+    // A retry: the successor is short-lived, the access token the retry issues is not.
+    let retried = grant(&c.id, &u.id);
+    let mut parent = issuance(&retried, true);
+    short(&mut parent, NOW + 100);
+    must(store.issue(&parent).await, "issue");
+    let mut successor = issuance(&retried, false);
+    short(&mut successor, NOW + 100);
+    let parent_rt = parent.refresh.as_ref().map(|r| r.hash).unwrap_or_default();
+    let successor_rt = successor
+        .refresh
+        .as_ref()
+        .map(|r| r.hash)
+        .unwrap_or_default();
+    must(
+        store
+            .rotate_refresh_token(&parent_rt, &successor, Some(b"sealed"), NOW + 1)
+            .await,
+        "rotate",
+    );
+    let mut reissued = issuance(&retried, false).access;
+    reissued.expires_at = prune_at + 3600;
+    check!(
+        must(
+            store
+                .retry_rotation(&parent_rt, &successor_rt, NOW, &reissued, NOW + 2)
+                .await,
+            "retry_rotation"
+        ) == Swap::Done,
+        "retry within the window"
+    );
+
+    loop {
+        let p = must(
+            store.prune_expired(prune_at, 0, 1000).await,
+            "prune_expired",
+        );
+        if p.total() == 0 {
+            break;
+        }
+    }
+    check!(
+        must(store.get_refresh_token(&old).await, "get").is_none(),
+        "the chain's expired first refresh token is pruned"
+    );
+    let second_rt = second.refresh.as_ref().map(|r| r.hash).unwrap_or_default();
+    let live = must(store.get_refresh_token(&second_rt).await, "get");
+    check!(
+        live.is_some_and(|r| r.is_active(prune_at)),
+        "its live successor keeps its grant through the janitor"
+    );
+    let at = must(store.get_access_token(&second.access.hash).await, "get");
+    check!(
+        at.map(|a| a.revoked) == Some(false),
+        "and so does its live access token"
+    );
+    let third = issuance(&chain, false);
+    check!(
+        must(
+            store
+                .rotate_refresh_token(&second_rt, &third, None, prune_at)
+                .await,
+            "rotate"
+        ) == Swap::Done,
+        "the chain rotates on after the janitor's pass"
+    );
+    let at = must(store.get_access_token(&reissued.hash).await, "get");
+    check!(
+        at.map(|a| a.revoked) == Some(false),
+        "an access token from a retry keeps its grant through the janitor"
+    );
+}
+
 async fn client_deletion_revokes_everything(store: &dyn Store) {
     let u = user(store).await;
     let c = client(store).await;
@@ -837,6 +942,16 @@ async fn client_deletion_revokes_everything(store: &dyn Store) {
     check!(
         rt.is_none_or(|r| !r.is_active(NOW)),
         "refresh token gone or revoked"
+    );
+    let old = iss.refresh.as_ref().map(|r| r.hash).unwrap_or_default();
+    check!(
+        must(
+            store
+                .rotate_refresh_token(&old, &issuance(&g, false), None, NOW + 1)
+                .await,
+            "rotate"
+        ) == Swap::AlreadyUsed,
+        "a refresh token of a deleted client cannot be rotated"
     );
     check!(
         must(store.get_code(&code.hash).await, "get").is_none(),
