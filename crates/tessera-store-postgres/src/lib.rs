@@ -485,24 +485,8 @@ async fn insert_audit(conn: &mut PgConnection, events: &[AuditEvent]) -> StoreRe
     Ok(())
 }
 
-/// Raises the bound of an existing grant when tokens stored under it outlive it (rarely:
-/// see [`Issuance::extended_grant_bound`]); otherwise the statement writes nothing.
-async fn extend_grant(
-    conn: &mut PgConnection,
-    grant_id: &str,
-    covers: UnixTime,
-    extended: UnixTime,
-) -> StoreResult<()> {
-    sqlx::query("UPDATE grants SET expires_at = $2 WHERE id = $1 AND expires_at < $3")
-        .bind(grant_id)
-        .bind(extended)
-        .bind(covers)
-        .execute(&mut *conn)
-        .await
-        .map_err(map_err)?;
-    Ok(())
-}
-
+/// A token stored under an existing grant that it outlives raises the grant's bound
+/// through the token tables' triggers (migration 7), so only new grants need it here.
 async fn insert_issuance(conn: &mut PgConnection, iss: &Issuance) -> StoreResult<()> {
     if let Some(g) = &iss.new_grant {
         // `expires_at`: the grant's bound, the latest expiry of any token issued under it.
@@ -523,14 +507,6 @@ async fn insert_issuance(conn: &mut PgConnection, iss: &Issuance) -> StoreResult
         .execute(&mut *conn)
         .await
         .map_err(map_err)?;
-    } else {
-        extend_grant(
-            &mut *conn,
-            &iss.access.grant_id,
-            iss.tokens_expire_at(),
-            iss.extended_grant_bound(),
-        )
-        .await?;
     }
     insert_audit(&mut *conn, &iss.audit).await?;
     insert_access_token(&mut *conn, &iss.access).await?;
@@ -726,8 +702,12 @@ impl Store for PostgresStore {
         }
         let mut tx = self.begin().await?;
         // Its tokens die with their grants (every token lookup joins its grant); their
-        // rows, unusable, go at their expiry, as in the SQLite store.
+        // rows, unusable, go at their expiry, as in the SQLite store. Its access tokens are
+        // also deleted by client (one scan, as before schema 7): a node of an older version,
+        // still running while a cluster is upgraded, accepted an access token without its
+        // grant.
         for sql in [
+            "DELETE FROM access_tokens WHERE client_id = $1",
             "DELETE FROM grants WHERE client_id = $1",
             "DELETE FROM auth_codes WHERE client_id = $1",
             "DELETE FROM consents WHERE client_id = $1",
@@ -1082,13 +1062,6 @@ impl Store for PostgresStore {
             .map_err(map_err)?;
         }
         insert_access_token(&mut tx, access).await?;
-        extend_grant(
-            &mut tx,
-            &access.grant_id,
-            access.expires_at,
-            tessera_store::extended_grant_bound(access.issued_at, access.expires_at),
-        )
-        .await?;
         sqlx::query("UPDATE refresh_tokens SET access_token_hash = $1 WHERE hash = $2")
             .bind(access.hash.as_slice())
             .bind(successor.as_slice())

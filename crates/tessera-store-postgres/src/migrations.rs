@@ -182,7 +182,11 @@ CREATE UNLOGGED TABLE failure_counters (
     // 7: each grant records a bound on the expiry of every token issued under it, so the
     // janitor prunes grants by that bound and the token tables need no index on their grant
     // (one random page per new token; docs/benchmarks.md, session 7). Existing grants get
-    // the latest expiry of their tokens, found through the indexes before they go.
+    // the latest expiry of their tokens, found through the indexes before they go. The
+    // bound is kept by the database itself, whoever inserts the token (a node of an older
+    // version too, while a cluster is being upgraded): a token that outlives its grant's
+    // bound raises it to one more token lifetime beyond the token, so a refresh chain
+    // writes its grant's row once per lifetime rather than per rotation.
     r#"
 ALTER TABLE grants ADD COLUMN expires_at BIGINT NOT NULL DEFAULT 0;
 UPDATE grants SET expires_at = GREATEST(
@@ -191,5 +195,16 @@ UPDATE grants SET expires_at = GREATEST(
 CREATE INDEX grants_expiry ON grants (expires_at);
 DROP INDEX access_tokens_grant;
 DROP INDEX refresh_tokens_grant;
+CREATE FUNCTION tessera_keep_grant() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE grants SET expires_at = NEW.expires_at + GREATEST(NEW.expires_at - NEW.issued_at, 0)
+    WHERE id = NEW.grant_id AND expires_at < NEW.expires_at;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER access_tokens_keep_grant AFTER INSERT ON access_tokens
+    FOR EACH ROW EXECUTE FUNCTION tessera_keep_grant();
+CREATE TRIGGER refresh_tokens_keep_grant AFTER INSERT ON refresh_tokens
+    FOR EACH ROW EXECUTE FUNCTION tessera_keep_grant();
 "#,
 ];

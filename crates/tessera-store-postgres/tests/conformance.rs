@@ -232,6 +232,23 @@ async fn upgrading_gives_each_grant_the_latest_expiry_of_its_tokens() {
             .await
             .unwrap();
     assert_eq!(grants, vec![("live".to_owned(), NOW + 86_400)]);
+    // A token stored as a version before 7 stored it (nothing but the row: a node not yet
+    // upgraded) still raises its grant's bound, to one more lifetime past it.
+    sqlx::query(
+        "INSERT INTO refresh_tokens (hash, grant_id, issued_at, expires_at, state)
+         VALUES ($1, 'live', $2, $3, 'active')",
+    )
+    .bind([5u8; 32].as_slice())
+    .bind(NOW + 100)
+    .bind(NOW + 200_100)
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let bound: i64 = sqlx::query_scalar("SELECT expires_at FROM grants WHERE id = 'live'")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(bound, NOW + 200_100 + 200_000);
     let indexes: Vec<String> = sqlx::query_scalar(
         "SELECT indexname::text FROM pg_indexes WHERE schemaname = current_schema()
          AND indexname IN ('access_tokens_grant', 'refresh_tokens_grant')",

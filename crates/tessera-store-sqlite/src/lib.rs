@@ -685,29 +685,11 @@ fn insert_access_token(conn: &Connection, a: &AccessToken) -> StoreResult<()> {
     Ok(())
 }
 
-/// Raises the bound of an existing grant when tokens stored under it outlive it (rarely:
-/// see [`Issuance::extended_grant_bound`]); otherwise the statement writes nothing.
-fn extend_grant(
-    conn: &Connection,
-    grant_id: &str,
-    covers: UnixTime,
-    extended: UnixTime,
-) -> StoreResult<()> {
-    conn.prepare_cached("UPDATE grants SET expires_at = ?2 WHERE id = ?1 AND expires_at < ?3")
-        .and_then(|mut s| s.execute(params![grant_id, extended, covers]))
-        .map_err(map_err)?;
-    Ok(())
-}
-
+/// A token stored under an existing grant that it outlives raises the grant's bound
+/// through the token tables' triggers (migration 7), so only new grants need it here.
 fn insert_issuance(conn: &Connection, iss: &Issuance) -> StoreResult<()> {
-    match &iss.new_grant {
-        Some(g) => insert_grant(conn, g, iss.tokens_expire_at())?,
-        None => extend_grant(
-            conn,
-            &iss.access.grant_id,
-            iss.tokens_expire_at(),
-            iss.extended_grant_bound(),
-        )?,
+    if let Some(g) = &iss.new_grant {
+        insert_grant(conn, g, iss.tokens_expire_at())?;
     }
     insert_audit(conn, &iss.audit)?;
     insert_access_token(conn, &iss.access)?;
@@ -1249,12 +1231,6 @@ impl Store for SqliteStore {
                 .map_err(map_err)?;
             }
             insert_access_token(c, &access)?;
-            extend_grant(
-                c,
-                &access.grant_id,
-                access.expires_at,
-                tessera_store::extended_grant_bound(access.issued_at, access.expires_at),
-            )?;
             c.prepare_cached("UPDATE refresh_tokens SET access_token_hash = ?1 WHERE hash = ?2")
                 .and_then(|mut s| s.execute(params![access.hash.as_slice(), successor.as_slice()]))
                 .map_err(map_err)?;

@@ -166,7 +166,10 @@ CREATE INDEX refresh_tokens_sealed_successor ON refresh_tokens (successor_hash)
     // 7: each grant records a bound on the expiry of every token issued under it, so the
     // janitor prunes grants by that bound and the token tables need no index on their grant
     // (one random page per new token; docs/benchmarks.md, session 7). Existing grants get
-    // the latest expiry of their tokens, found through the indexes before they go.
+    // the latest expiry of their tokens, found through the indexes before they go. The
+    // bound is kept by the database itself, whoever inserts the token: a token that
+    // outlives its grant's bound raises it to one more token lifetime beyond the token, so
+    // a refresh chain writes its grant's row once per lifetime rather than per rotation.
     r#"
 ALTER TABLE grants ADD COLUMN expires_at INTEGER NOT NULL DEFAULT 0;
 UPDATE grants SET expires_at = max(
@@ -175,5 +178,15 @@ UPDATE grants SET expires_at = max(
 CREATE INDEX grants_expiry ON grants (expires_at);
 DROP INDEX access_tokens_grant;
 DROP INDEX refresh_tokens_grant;
+CREATE TRIGGER access_tokens_keep_grant AFTER INSERT ON access_tokens
+BEGIN
+    UPDATE grants SET expires_at = NEW.expires_at + max(NEW.expires_at - NEW.issued_at, 0)
+    WHERE id = NEW.grant_id AND expires_at < NEW.expires_at;
+END;
+CREATE TRIGGER refresh_tokens_keep_grant AFTER INSERT ON refresh_tokens
+BEGIN
+    UPDATE grants SET expires_at = NEW.expires_at + max(NEW.expires_at - NEW.issued_at, 0)
+    WHERE id = NEW.grant_id AND expires_at < NEW.expires_at;
+END;
 "#,
 ];

@@ -53,27 +53,14 @@ pub struct Issuance {
 }
 
 impl Issuance {
-    /// The latest expiry among the tokens this step stores. Their grant is kept at least
-    /// that long: the janitor deletes a grant only once past its stored bound, and a token
-    /// whose grant is gone is dead, so the bound must never fall short of a live token.
+    /// The latest expiry among the tokens this step stores: the bound of the grant it
+    /// creates. The janitor deletes a grant only once past its stored bound, and a token
+    /// whose grant is gone is dead, so the bound must never fall short of a live token
+    /// (tokens stored later under the grant raise it: see the backends' migration 7).
     pub fn tokens_expire_at(&self) -> UnixTime {
         let refresh = self.refresh.as_ref().map_or(0, |r| r.expires_at);
         self.access.expires_at.max(refresh)
     }
-
-    /// What an existing grant's bound becomes when this step's tokens outlive it (see
-    /// [`extended_grant_bound`]).
-    pub fn extended_grant_bound(&self) -> UnixTime {
-        extended_grant_bound(self.access.issued_at, self.tokens_expire_at())
-    }
-}
-
-/// What an existing grant's bound becomes when a token issued at `issued_at` and expiring
-/// at `until` outlives it: one more token lifetime beyond `until`, so a refresh chain moves
-/// its grant's bound (a write to the grant's page) once per lifetime rather than on every
-/// rotation.
-pub fn extended_grant_bound(issued_at: UnixTime, until: UnixTime) -> UnixTime {
-    until.saturating_add(until.saturating_sub(issued_at).max(0))
 }
 
 /// Outcome of an atomic compare-and-set step (code redemption, refresh rotation).
