@@ -180,11 +180,19 @@ pub fn mint(
 }
 
 /// Grant ids sort by creation time (wall clock, not the injectable one: the order only
-/// matters to the store's indexes), so new grants and their tokens' grant index are
-/// appended rather than scattered.
+/// matters to the store's indexes), so new grants are appended rather than scattered.
 pub fn new_grant_id() -> Result<String, OAuthError> {
     tessera_crypto::sortable_id(crate::clock::wall_millis())
         .map_err(|_| OAuthError::server_error("internal error"))
+}
+
+/// The one grant under which a client's client_credentials tokens are stored: the client's
+/// own standing authorization, not a user's, so one row per client instead of one grant
+/// row (with its index entries) per token, a tenth of cc's cost. Every token records its
+/// own scope and audiences; the grant is what client deletion removes, and nothing else
+/// revokes it (revoking a cc access token revokes that token alone).
+pub fn standing_grant_id(client_id: &str) -> String {
+    format!("cc_{client_id}")
 }
 
 /// Whether `token` looks like one of our access tokens (opaque or JWT).

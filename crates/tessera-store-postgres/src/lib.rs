@@ -492,7 +492,9 @@ async fn insert_issuance(conn: &mut PgConnection, iss: &Issuance) -> StoreResult
         // `expires_at`: the grant's bound, the latest expiry of any token issued under it.
         sqlx::query(
             "INSERT INTO grants (id, client_id, user_id, tenant, scope, audiences, auth_time, created_at, sid, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             ON CONFLICT (id) DO UPDATE SET expires_at = EXCLUDED.expires_at
+             WHERE grants.expires_at < EXCLUDED.expires_at",
         )
         .bind(&g.id)
         .bind(&g.client_id)

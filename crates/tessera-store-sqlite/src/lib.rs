@@ -617,7 +617,9 @@ fn grant_from(row: &Row) -> rusqlite::Result<Grant> {
 fn insert_grant(conn: &Connection, g: &Grant, expires_at: UnixTime) -> StoreResult<()> {
     conn.prepare_cached(
         "INSERT INTO grants (id, client_id, user_id, tenant, scope, audiences, auth_time, created_at, sid, expires_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at
+         WHERE expires_at < excluded.expires_at",
     )
     .and_then(|mut s| {
         s.execute(params![

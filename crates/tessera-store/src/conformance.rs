@@ -171,6 +171,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     audit_rides_with_its_issuance(&*store).await;
     a_failing_step_undoes_only_itself(store.clone()).await;
     a_grant_outlives_every_token_issued_under_it(&*store).await;
+    a_grant_stored_again_is_kept_and_covers_the_new_tokens(&*store).await;
     janitor_prunes_only_dead_rows(&*store).await;
     self_service::run(&*store).await;
 }
@@ -897,6 +898,47 @@ async fn a_grant_outlives_every_token_issued_under_it(store: &dyn Store) {
     check!(
         at.map(|a| a.revoked) == Some(false),
         "an access token from a retry keeps its grant through the janitor"
+    );
+}
+
+/// A `new_grant` whose id is stored already (a client's standing client_credentials grant)
+/// is no conflict: the row stays and its bound rises, so the tokens of both steps live
+/// under it through the janitor, and die with their client.
+async fn a_grant_stored_again_is_kept_and_covers_the_new_tokens(store: &dyn Store) {
+    let c = client(store).await;
+    let mut standing = grant(&c.id, "nobody");
+    standing.id = format!("cc_{}", c.id);
+    standing.user_id = None;
+    let mut first = issuance(&standing, true);
+    first.refresh = None;
+    first.access.expires_at = NOW + 100;
+    must(store.issue(&first).await, "issue");
+    let mut second = issuance(&standing, true);
+    second.refresh = None;
+    second.access.expires_at = NOW + 50_000;
+    check!(
+        store.issue(&second).await.is_ok(),
+        "a grant stored again is no conflict"
+    );
+    loop {
+        let p = must(store.prune_expired(NOW + 10_000, 0, 1000).await, "prune");
+        if p.total() == 0 {
+            break;
+        }
+    }
+    check!(
+        must(store.get_access_token(&first.access.hash).await, "get").is_none(),
+        "the expired token is pruned"
+    );
+    let live = must(store.get_access_token(&second.access.hash).await, "get");
+    check!(
+        live.map(|a| a.revoked) == Some(false),
+        "the later token keeps the grant through the janitor"
+    );
+    must(store.delete_client(&c.id).await, "delete_client");
+    check!(
+        must(store.get_access_token(&second.access.hash).await, "get").is_none(),
+        "and dies with its client"
     );
 }
 

@@ -41,7 +41,9 @@ pub enum StoreError {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Tokens to persist in one atomic step: the access token, and the refresh token issued
-/// with it, under a grant that is created in the same step when `new_grant` is set.
+/// with it, under a grant that is created in the same step when `new_grant` is set. A
+/// `new_grant` whose id is already stored (a client's standing client_credentials grant)
+/// keeps its row, revocation included; only its bound is raised to cover the new tokens.
 #[derive(Debug, Clone)]
 pub struct Issuance {
     pub new_grant: Option<Grant>,

@@ -18,7 +18,7 @@ use tessera_store::Swap;
 use super::authenticate_client;
 use crate::error::ApiError;
 use crate::extract::Form;
-use crate::issue::{id_token, mint, new_grant_id, IdTokenFacts, JwtSigner, Minted};
+use crate::issue::{id_token, mint, standing_grant_id, IdTokenFacts, JwtSigner, Minted};
 use crate::AppState;
 
 pub async fn token(
@@ -353,8 +353,10 @@ async fn client_credentials(
     check_client_credentials_scope(&scope)?;
     client.check_scopes(&scope)?;
     client.check_audiences(&audiences)?;
+    // The grant as the tokens are minted from it (this request's scope and audiences);
+    // stored, if the client has none yet, without them (see `standing_grant_id`).
     let grant = Grant {
-        id: new_grant_id()?,
+        id: standing_grant_id(&client.id),
         client_id: client.id.clone(),
         user_id: None,
         tenant: client.tenant.clone(),
@@ -366,6 +368,10 @@ async fn client_credentials(
     };
     let jwt = jwt_signer(state, client).await?;
     let mut minted = mint(client, &grant, scope, false, true, now, jwt.as_ref())?;
+    if let Some(stored) = minted.issuance.new_grant.as_mut() {
+        stored.scope = ScopeSet::empty();
+        stored.audiences.clear();
+    }
     attach_audit(
         state,
         origin,

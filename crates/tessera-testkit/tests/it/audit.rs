@@ -135,7 +135,10 @@ async fn janitor_prunes_expired_rows_and_keeps_live_ones() {
         .await
         .unwrap();
     assert_eq!(pruned.access_tokens, 1, "{pruned:?}");
-    assert_eq!(pruned.grants, 1, "{pruned:?}");
+    assert_eq!(
+        pruned.grants, 0,
+        "the client's standing grant stays for its live token: {pruned:?}"
+    );
     let intro = server
         .introspect(&client, fresh["access_token"].as_str().unwrap())
         .await;
@@ -148,6 +151,24 @@ async fn janitor_prunes_expired_rows_and_keeps_live_ones() {
         .await
         .unwrap();
     assert_eq!(again.total(), 0, "nothing left to prune: {again:?}");
+
+    // Once its last token is past expiry and grace, the grant goes too; the next token
+    // gets it back.
+    server
+        .clock
+        .advance(3600 + tessera_server::janitor::GRACE + 1);
+    let last = tessera_server::janitor::sweep(&*server.store, server.now(), 0)
+        .await
+        .unwrap();
+    assert_eq!((last.access_tokens, last.grants), (1, 1), "{last:?}");
+    let (status, _, next) = server
+        .post_form("/oauth2/token", &form, client.basic())
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let intro = server
+        .introspect(&client, next["access_token"].as_str().unwrap())
+        .await;
+    assert_eq!(intro["active"], true);
 }
 
 #[tokio::test]

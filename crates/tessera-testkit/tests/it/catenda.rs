@@ -487,3 +487,65 @@ async fn client_credentials_never_returns_a_refresh_token() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"], "unauthorized_client");
 }
+
+/// A client's client_credentials tokens share its standing grant (one row per client, not
+/// per token): each keeps its own scope, revoking one leaves the others alive, and deleting
+/// the client kills them all.
+#[tokio::test]
+async fn client_credentials_tokens_are_independent_until_their_client_goes() {
+    let server = TestServer::start().await;
+    let machine = server
+        .client(ClientSpec {
+            name: "Catenda sync service".into(),
+            grant_types: Some("client_credentials".into()),
+            scopes: Some("read write".into()),
+            ..Default::default()
+        })
+        .await;
+    let (status, read) = token(
+        &server,
+        &[("grant_type", "client_credentials"), ("scope", "read")],
+        machine.basic(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{read}");
+    let (status, write) = token(
+        &server,
+        &[("grant_type", "client_credentials"), ("scope", "write")],
+        machine.basic(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{write}");
+    let (read, write) = (
+        read["access_token"].as_str().unwrap().to_owned(),
+        write["access_token"].as_str().unwrap().to_owned(),
+    );
+    assert_eq!(server.introspect(&machine, &read).await["scope"], "read");
+    assert_eq!(server.introspect(&machine, &write).await["scope"], "write");
+
+    let (status, _, _) = server
+        .post_form("/oauth2/revoke", &[("token", &read)], machine.basic())
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(server.introspect(&machine, &read).await["active"], false);
+    assert_eq!(
+        server.introspect(&machine, &write).await["active"],
+        true,
+        "revoking one client_credentials token leaves the client's others alive"
+    );
+
+    let resource = server
+        .client(ClientSpec {
+            name: "Catenda API".into(),
+            grant_types: Some("client_credentials".into()),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(server.introspect(&resource, &write).await["active"], true);
+    assert!(server.store.delete_client(&machine.id).await.unwrap());
+    assert_eq!(
+        server.introspect(&resource, &write).await["active"],
+        false,
+        "a deleted client's tokens are dead"
+    );
+}
