@@ -290,6 +290,7 @@ pub async fn create_personal_token(
     };
     let issuance = Issuance {
         new_grant: Some(grant),
+        standing_grant: false,
         access,
         refresh: None,
         audit: Vec::new(),

@@ -489,13 +489,17 @@ async fn insert_audit(conn: &mut PgConnection, events: &[AuditEvent]) -> StoreRe
 /// through the token tables' triggers (migration 7), so only new grants need it here.
 async fn insert_issuance(conn: &mut PgConnection, iss: &Issuance) -> StoreResult<()> {
     if let Some(g) = &iss.new_grant {
-        // `expires_at`: the grant's bound, the latest expiry of any token issued under it.
-        sqlx::query(
+        // `expires_at`: the grant's bound, the latest expiry of any token issued under it. A
+        // client's standing grant is stored once; DO NOTHING takes no lock on the stored
+        // row, so the client's concurrent requests do not queue behind each other (a
+        // DO UPDATE locks the row even when its WHERE leaves it as it is).
+        sqlx::query(if iss.standing_grant {
             "INSERT INTO grants (id, client_id, user_id, tenant, scope, audiences, auth_time, created_at, sid, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-             ON CONFLICT (id) DO UPDATE SET expires_at = EXCLUDED.expires_at
-             WHERE grants.expires_at < EXCLUDED.expires_at",
-        )
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO NOTHING"
+        } else {
+            "INSERT INTO grants (id, client_id, user_id, tenant, scope, audiences, auth_time, created_at, sid, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        })
         .bind(&g.id)
         .bind(&g.client_id)
         .bind(&g.user_id)
@@ -505,7 +509,7 @@ async fn insert_issuance(conn: &mut PgConnection, iss: &Issuance) -> StoreResult
         .bind(g.auth_time)
         .bind(g.created_at)
         .bind(&g.sid)
-        .bind(iss.tokens_expire_at())
+        .bind(iss.new_grant_bound())
         .execute(&mut *conn)
         .await
         .map_err(map_err)?;

@@ -613,14 +613,21 @@ fn grant_from(row: &Row) -> rusqlite::Result<Grant> {
     })
 }
 
-/// `expires_at`: the grant's bound, the latest expiry of any token issued under it.
-fn insert_grant(conn: &Connection, g: &Grant, expires_at: UnixTime) -> StoreResult<()> {
-    conn.prepare_cached(
+/// `expires_at`: the grant's bound, the latest expiry of any token issued under it. A
+/// client's standing grant is stored once: a later step keeps the stored row.
+fn insert_grant(
+    conn: &Connection,
+    g: &Grant,
+    expires_at: UnixTime,
+    standing: bool,
+) -> StoreResult<()> {
+    conn.prepare_cached(if standing {
         "INSERT INTO grants (id, client_id, user_id, tenant, scope, audiences, auth_time, created_at, sid, expires_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-         ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at
-         WHERE expires_at < excluded.expires_at",
-    )
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (id) DO NOTHING"
+    } else {
+        "INSERT INTO grants (id, client_id, user_id, tenant, scope, audiences, auth_time, created_at, sid, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+    })
     .and_then(|mut s| {
         s.execute(params![
             g.id,
@@ -691,7 +698,7 @@ fn insert_access_token(conn: &Connection, a: &AccessToken) -> StoreResult<()> {
 /// through the token tables' triggers (migration 7), so only new grants need it here.
 fn insert_issuance(conn: &Connection, iss: &Issuance) -> StoreResult<()> {
     if let Some(g) = &iss.new_grant {
-        insert_grant(conn, g, iss.tokens_expire_at())?;
+        insert_grant(conn, g, iss.new_grant_bound(), iss.standing_grant)?;
     }
     insert_audit(conn, &iss.audit)?;
     insert_access_token(conn, &iss.access)?;

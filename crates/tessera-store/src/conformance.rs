@@ -91,6 +91,7 @@ fn issuance(grant: &Grant, new_grant: bool) -> Issuance {
     };
     Issuance {
         new_grant: new_grant.then(|| grant.clone()),
+        standing_grant: false,
         access,
         refresh: Some(refresh),
         audit: Vec::new(),
@@ -171,7 +172,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     audit_rides_with_its_issuance(&*store).await;
     a_failing_step_undoes_only_itself(store.clone()).await;
     a_grant_outlives_every_token_issued_under_it(&*store).await;
-    a_grant_stored_again_is_kept_and_covers_the_new_tokens(&*store).await;
+    a_standing_grant_is_stored_once_and_lives_with_its_client(&*store).await;
     janitor_prunes_only_dead_rows(&*store).await;
     self_service::run(&*store).await;
 }
@@ -901,31 +902,38 @@ async fn a_grant_outlives_every_token_issued_under_it(store: &dyn Store) {
     );
 }
 
-/// A `new_grant` whose id is stored already (a client's standing client_credentials grant)
-/// is no conflict: the row stays and its bound rises, so the tokens of both steps live
-/// under it through the janitor, and die with their client.
-async fn a_grant_stored_again_is_kept_and_covers_the_new_tokens(store: &dyn Store) {
+/// A client's standing client_credentials grant is stored by the first step that names it
+/// (a later one is no conflict) and outlives every token under it: the janitor keeps it
+/// after they are all gone, and only deleting the client removes it and kills its tokens.
+async fn a_standing_grant_is_stored_once_and_lives_with_its_client(store: &dyn Store) {
     let c = client(store).await;
     let mut standing = grant(&c.id, "nobody");
     standing.id = format!("cc_{}", c.id);
     standing.user_id = None;
-    let mut first = issuance(&standing, true);
-    first.refresh = None;
-    first.access.expires_at = NOW + 100;
+    let cc = |expires_at: i64| {
+        let mut iss = issuance(&standing, true);
+        iss.standing_grant = true;
+        iss.refresh = None;
+        iss.access.user_id = None;
+        iss.access.expires_at = expires_at;
+        iss
+    };
+    let prune_until = |at: i64| async move {
+        loop {
+            let p = must(store.prune_expired(at, 0, 1000).await, "prune");
+            if p.total() == 0 {
+                break;
+            }
+        }
+    };
+    let first = cc(NOW + 100);
     must(store.issue(&first).await, "issue");
-    let mut second = issuance(&standing, true);
-    second.refresh = None;
-    second.access.expires_at = NOW + 50_000;
+    let second = cc(NOW + 50_000);
     check!(
         store.issue(&second).await.is_ok(),
-        "a grant stored again is no conflict"
+        "a standing grant named again is no conflict"
     );
-    loop {
-        let p = must(store.prune_expired(NOW + 10_000, 0, 1000).await, "prune");
-        if p.total() == 0 {
-            break;
-        }
-    }
+    prune_until(NOW + 10_000).await;
     check!(
         must(store.get_access_token(&first.access.hash).await, "get").is_none(),
         "the expired token is pruned"
@@ -935,10 +943,21 @@ async fn a_grant_stored_again_is_kept_and_covers_the_new_tokens(store: &dyn Stor
         live.map(|a| a.revoked) == Some(false),
         "the later token keeps the grant through the janitor"
     );
+    // Past every token: the grant stays, so a token stored under it without storing it
+    // again (as a concurrent step that found it a moment before would) still lives.
+    prune_until(NOW + 100_000).await;
+    let mut third = cc(NOW + 200_000);
+    third.new_grant = None;
+    must(store.issue(&third).await, "issue");
+    let live = must(store.get_access_token(&third.access.hash).await, "get");
+    check!(
+        live.map(|a| a.revoked) == Some(false),
+        "the standing grant outlives all its tokens"
+    );
     must(store.delete_client(&c.id).await, "delete_client");
     check!(
-        must(store.get_access_token(&second.access.hash).await, "get").is_none(),
-        "and dies with its client"
+        must(store.get_access_token(&third.access.hash).await, "get").is_none(),
+        "and goes with its client, killing its tokens"
     );
 }
 

@@ -41,12 +41,14 @@ pub enum StoreError {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Tokens to persist in one atomic step: the access token, and the refresh token issued
-/// with it, under a grant that is created in the same step when `new_grant` is set. A
-/// `new_grant` whose id is already stored (a client's standing client_credentials grant)
-/// keeps its row, revocation included; only its bound is raised to cover the new tokens.
+/// with it, under a grant that is created in the same step when `new_grant` is set.
 #[derive(Debug, Clone)]
 pub struct Issuance {
     pub new_grant: Option<Grant>,
+    /// `new_grant` is the client's standing client_credentials grant: stored by the first
+    /// step that names it (a later step keeps the stored row as it is) and kept until the
+    /// client is deleted, so its bound is "never" and no token ever writes its row.
+    pub standing_grant: bool,
     pub access: AccessToken,
     pub refresh: Option<RefreshToken>,
     /// Audit events describing this issuance, appended in the same atomic step if and only
@@ -55,11 +57,14 @@ pub struct Issuance {
 }
 
 impl Issuance {
-    /// The latest expiry among the tokens this step stores: the bound of the grant it
-    /// creates. The janitor deletes a grant only once past its stored bound, and a token
+    /// The bound of the grant this step creates: never for a standing grant, else the
+    /// latest expiry among the tokens this step stores. The janitor deletes a grant only once past its stored bound, and a token
     /// whose grant is gone is dead, so the bound must never fall short of a live token
     /// (tokens stored later under the grant raise it: see the backends' migration 7).
-    pub fn tokens_expire_at(&self) -> UnixTime {
+    pub fn new_grant_bound(&self) -> UnixTime {
+        if self.standing_grant {
+            return UnixTime::MAX;
+        }
         let refresh = self.refresh.as_ref().map_or(0, |r| r.expires_at);
         self.access.expires_at.max(refresh)
     }

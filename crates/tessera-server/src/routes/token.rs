@@ -368,6 +368,7 @@ async fn client_credentials(
     };
     let jwt = jwt_signer(state, client).await?;
     let mut minted = mint(client, &grant, scope, false, true, now, jwt.as_ref())?;
+    minted.issuance.standing_grant = true;
     if let Some(stored) = minted.issuance.new_grant.as_mut() {
         stored.scope = ScopeSet::empty();
         stored.audiences.clear();

@@ -1055,6 +1055,7 @@ async fn tokens_minted_before_issue_times_keep_working() {
         .store
         .issue(&Issuance {
             new_grant: None,
+            standing_grant: false,
             access: AccessToken {
                 hash: digest(&old_at),
                 ..current_access
