@@ -189,9 +189,10 @@ pub fn new_grant_id() -> Result<String, OAuthError> {
 
 /// The one grant under which a client's client_credentials tokens are stored: the client's
 /// own standing authorization, not a user's, so one row per client instead of one grant
-/// row (with its index entries) per token, a tenth of cc's cost. Every token records its
-/// own scope and audiences; the grant lives until the client is deleted, and nothing else
-/// revokes it (revoking a cc access token revokes that token alone).
+/// row (with its index entries) per token (cc +10 %, docs/benchmarks.md item 29). Every
+/// token records its own scope and audiences; the grant lives until the client is
+/// deleted, and nothing else revokes it (revoking a cc access token revokes that token
+/// alone).
 pub fn standing_grant_id(client_id: &str) -> String {
     format!("cc_{client_id}")
 }

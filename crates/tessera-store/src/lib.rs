@@ -58,9 +58,10 @@ pub struct Issuance {
 
 impl Issuance {
     /// The bound of the grant this step creates: never for a standing grant, else the
-    /// latest expiry among the tokens this step stores. The janitor deletes a grant only once past its stored bound, and a token
-    /// whose grant is gone is dead, so the bound must never fall short of a live token
-    /// (tokens stored later under the grant raise it: see the backends' migration 7).
+    /// latest expiry among the tokens this step stores. The janitor deletes a grant only
+    /// once past its stored bound, and a token whose grant is gone is dead, so the bound
+    /// must never fall short of a live token (tokens stored later under the grant raise
+    /// it: see the backends' migration 7).
     pub fn new_grant_bound(&self) -> UnixTime {
         if self.standing_grant {
             return UnixTime::MAX;
