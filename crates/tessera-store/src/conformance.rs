@@ -798,6 +798,11 @@ async fn grant_revocation(store: &dyn Store) {
     );
 }
 
+/// Runs the janitor's pruning at `at` (no grace) until nothing is left to prune.
+async fn prune_everything_expired(store: &dyn Store, at: i64) {
+    while must(store.prune_expired(at, 0, 1000).await, "prune_expired").total() > 0 {}
+}
+
 /// The janitor deletes a grant only past the latest expiry of the tokens issued under it,
 /// and a token whose grant is gone is dead: so a rotation (or a retry) that issues tokens
 /// outliving the grant's first ones must keep the grant alive for them.
@@ -861,15 +866,7 @@ async fn a_grant_outlives_every_token_issued_under_it(store: &dyn Store) {
         "retry within the window"
     );
 
-    loop {
-        let p = must(
-            store.prune_expired(prune_at, 0, 1000).await,
-            "prune_expired",
-        );
-        if p.total() == 0 {
-            break;
-        }
-    }
+    prune_everything_expired(store, prune_at).await;
     check!(
         must(store.get_refresh_token(&old).await, "get").is_none(),
         "the chain's expired first refresh token is pruned"
@@ -918,14 +915,6 @@ async fn a_standing_grant_is_stored_once_and_lives_with_its_client(store: &dyn S
         iss.access.expires_at = expires_at;
         iss
     };
-    let prune_until = |at: i64| async move {
-        loop {
-            let p = must(store.prune_expired(at, 0, 1000).await, "prune");
-            if p.total() == 0 {
-                break;
-            }
-        }
-    };
     let first = cc(NOW + 100);
     must(store.issue(&first).await, "issue");
     let second = cc(NOW + 50_000);
@@ -933,7 +922,7 @@ async fn a_standing_grant_is_stored_once_and_lives_with_its_client(store: &dyn S
         store.issue(&second).await.is_ok(),
         "a standing grant named again is no conflict"
     );
-    prune_until(NOW + 10_000).await;
+    prune_everything_expired(store, NOW + 10_000).await;
     check!(
         must(store.get_access_token(&first.access.hash).await, "get").is_none(),
         "the expired token is pruned"
@@ -945,7 +934,7 @@ async fn a_standing_grant_is_stored_once_and_lives_with_its_client(store: &dyn S
     );
     // Past every token: the grant stays, so a token stored under it without storing it
     // again (as a concurrent step that found it a moment before would) still lives.
-    prune_until(NOW + 100_000).await;
+    prune_everything_expired(store, NOW + 100_000).await;
     let mut third = cc(NOW + 200_000);
     third.new_grant = None;
     must(store.issue(&third).await, "issue");
