@@ -878,8 +878,8 @@ impl Store for SqliteStore {
         self.write(move |c| {
             // Its tokens die with their grants (every token lookup joins its grant); their
             // rows, unusable, go at their expiry. Finding them now would take an index on
-            // the tokens' grant, whose random page per new token cost refresh a sixth of
-            // its WAL (docs/benchmarks.md, session 7).
+            // the tokens' grant, whose random page per new token was two thirds of the WAL
+            // frames under refresh (docs/benchmarks.md, session 7).
             let sql = "
                 DELETE FROM grants WHERE client_id = ?1;
                 DELETE FROM auth_codes WHERE client_id = ?1;

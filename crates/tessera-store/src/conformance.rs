@@ -98,6 +98,15 @@ fn issuance(grant: &Grant, new_grant: bool) -> Issuance {
     }
 }
 
+/// Sets when the issuance's access token and its refresh token (if any) expire.
+fn expiring(mut iss: Issuance, access: i64, refresh: i64) -> Issuance {
+    iss.access.expires_at = access;
+    if let Some(r) = iss.refresh.as_mut() {
+        r.expires_at = refresh;
+    }
+    iss
+}
+
 fn code(grant: &Grant) -> AuthorizationCode {
     AuthorizationCode {
         hash: hash(),
@@ -348,11 +357,7 @@ async fn janitor_prunes_only_dead_rows(store: &dyn Store) {
     // old enough... all rows of other checks expire before LATER too; only ours matter.
     let later = NOW + 100_000;
     let live_grant = grant(&c.id, &u.id);
-    let mut live = issuance(&live_grant, true);
-    live.access.expires_at = later + 3600;
-    if let Some(r) = live.refresh.as_mut() {
-        r.expires_at = later + 86400;
-    }
+    let live = expiring(issuance(&live_grant, true), later + 3600, later + 86400);
     must(store.issue(&live).await, "issue live");
     let dead_grant = grant(&c.id, &u.id);
     let dead = issuance(&dead_grant, true);
@@ -363,11 +368,7 @@ async fn janitor_prunes_only_dead_rows(store: &dyn Store) {
         r.expires_at = later + 86400;
     }
     must(store.issue(&first).await, "issue");
-    let mut second = issuance(&rotated_grant, false);
-    second.access.expires_at = later + 3600;
-    if let Some(r) = second.refresh.as_mut() {
-        r.expires_at = later + 86400;
-    }
+    let second = expiring(issuance(&rotated_grant, false), later + 3600, later + 86400);
     let old = first.refresh.as_ref().map(|r| r.hash).unwrap_or_default();
     must(
         store.rotate_refresh_token(&old, &second, None, NOW).await,
@@ -809,24 +810,13 @@ async fn prune_everything_expired(store: &dyn Store, at: i64) {
 async fn a_grant_outlives_every_token_issued_under_it(store: &dyn Store) {
     let u = user(store).await;
     let c = client(store).await;
-    let short = |iss: &mut Issuance, at: i64| {
-        iss.access.expires_at = at;
-        if let Some(r) = iss.refresh.as_mut() {
-            r.expires_at = at;
-        }
-    };
     let prune_at = NOW + 10_000;
 
     // A chain: first tokens short-lived, their successors long-lived.
     let chain = grant(&c.id, &u.id);
-    let mut first = issuance(&chain, true);
-    short(&mut first, NOW + 100);
+    let first = expiring(issuance(&chain, true), NOW + 100, NOW + 100);
     must(store.issue(&first).await, "issue");
-    let mut second = issuance(&chain, false);
-    second.access.expires_at = prune_at + 3600;
-    if let Some(r) = second.refresh.as_mut() {
-        r.expires_at = prune_at + 86_400;
-    }
+    let second = expiring(issuance(&chain, false), prune_at + 3600, prune_at + 86_400);
     let old = first.refresh.as_ref().map(|r| r.hash).unwrap_or_default();
     must(
         store
@@ -837,11 +827,9 @@ async fn a_grant_outlives_every_token_issued_under_it(store: &dyn Store) {
 
     // A retry: the successor is short-lived, the access token the retry issues is not.
     let retried = grant(&c.id, &u.id);
-    let mut parent = issuance(&retried, true);
-    short(&mut parent, NOW + 100);
+    let parent = expiring(issuance(&retried, true), NOW + 100, NOW + 100);
     must(store.issue(&parent).await, "issue");
-    let mut successor = issuance(&retried, false);
-    short(&mut successor, NOW + 100);
+    let successor = expiring(issuance(&retried, false), NOW + 100, NOW + 100);
     let parent_rt = parent.refresh.as_ref().map(|r| r.hash).unwrap_or_default();
     let successor_rt = successor
         .refresh
