@@ -34,7 +34,7 @@ use tessera_core::model::{
 };
 use tessera_core::personal_token::PersonalAccessToken;
 use tessera_core::{ScopeSet, UnixTime};
-use tessera_store::{Issuance, Store, StoreError, StoreResult, Swap};
+use tessera_store::{Issuance, RefreshLookup, Store, StoreError, StoreResult, Swap};
 
 /// Most writes committed together; bounds the latency one batch adds.
 pub const MAX_BATCH: usize = 512;
@@ -343,6 +343,20 @@ impl SqliteStore {
         &self.path
     }
 
+    fn read_client(&self, c: &Connection, id: &str) -> StoreResult<Option<Client>> {
+        c.prepare_cached("SELECT secret_hash, settings FROM clients WHERE id = ?1")
+            .and_then(|mut s| {
+                s.query_row([id], |row| {
+                    let settings = row.get_ref(1)?.as_str()?;
+                    let mut client = self.parsed_clients.client(id, settings)?;
+                    client.secret_hash = optional_hash(row.get_ref(0)?.as_blob_or_null()?);
+                    Ok(client)
+                })
+                .optional()
+            })
+            .map_err(map_err)
+    }
+
     async fn write<T, F>(&self, op: F) -> StoreResult<T>
     where
         T: Send + 'static,
@@ -386,9 +400,13 @@ impl SqliteStore {
             None => open_connection(&self.path, true)?,
         };
         let result = op(&conn);
-        if let Ok(mut pool) = self.readers.lock() {
-            if pool.len() < MAX_IDLE_READERS {
-                pool.push(conn);
+        // A connection left inside a transaction (one whose end failed) is not reused:
+        // it would serve a stale snapshot.
+        if conn.is_autocommit() {
+            if let Ok(mut pool) = self.readers.lock() {
+                if pool.len() < MAX_IDLE_READERS {
+                    pool.push(conn);
+                }
             }
         }
         result
@@ -501,6 +519,91 @@ fn writer_loop(
         Ok(()) => tracing::debug!("store closed"),
         Err((_, e)) => tracing::warn!(error = %e, "closing the store failed"),
     }
+}
+
+/// Runs `op` in one read transaction, so that several lookups share one snapshot and one
+/// begin and end: a read transaction's begin and end take SQLite's shared-memory lock and
+/// a `fcntl` lock on the WAL index each, which cost more than the lookups themselves.
+fn in_read_transaction<T>(
+    conn: &Connection,
+    op: impl FnOnce(&Connection) -> StoreResult<T>,
+) -> StoreResult<T> {
+    conn.prepare_cached("BEGIN")
+        .and_then(|mut s| s.execute([]))
+        .map_err(map_err)?;
+    let result = op(conn);
+    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    let ended = conn
+        .prepare_cached(end)
+        .and_then(|mut s| s.execute([]))
+        .map_err(map_err);
+    let value = result?;
+    ended?;
+    Ok(value)
+}
+
+fn read_user(c: &Connection, id: &str) -> StoreResult<Option<User>> {
+    c.prepare_cached("SELECT * FROM users WHERE id = ?1")
+        .and_then(|mut s| s.query_row([id], user_from).optional())
+        .map_err(map_err)
+}
+
+fn read_access_token(c: &Connection, h: &Hash) -> StoreResult<Option<AccessToken>> {
+    c.prepare_cached(
+        // Columns by position: this lookup runs for every introspection and
+        // bearer request, and finding columns by name compared every name.
+        "SELECT a.hash, a.grant_id, a.client_id, a.user_id, a.tenant, a.scope,
+                a.audiences, a.issued_at, a.expires_at,
+                (a.revoked_at IS NOT NULL OR g.revoked_at IS NOT NULL) AS revoked
+         FROM access_tokens a JOIN grants g ON g.id = a.grant_id WHERE a.hash = ?1",
+    )
+    .and_then(|mut s| {
+        s.query_row([h.as_slice()], |r| {
+            Ok(AccessToken {
+                hash: hash_of(r, 0)?,
+                grant_id: r.get(1)?,
+                client_id: r.get(2)?,
+                user_id: r.get(3)?,
+                tenant: r.get(4)?,
+                scope: scope_of(r, 5)?,
+                audiences: audiences_of(r, 6)?,
+                issued_at: r.get(7)?,
+                expires_at: r.get(8)?,
+                revoked: r.get(9)?,
+            })
+        })
+        .optional()
+    })
+    .map_err(map_err)
+}
+
+fn read_refresh_token(c: &Connection, h: &Hash) -> StoreResult<Option<RefreshToken>> {
+    c.prepare_cached(
+        // Columns by position, as in `get_access_token`: every refresh reads this.
+        "SELECT r.hash, r.access_token_hash, r.issued_at, r.expires_at, r.state,
+                r.rotated_at, r.successor_hash, r.successor_sealed,
+                (g.revoked_at IS NOT NULL) AS grant_revoked,
+                g.id, g.client_id, g.user_id, g.tenant, g.scope, g.audiences,
+                g.auth_time, g.created_at, g.sid
+         FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id WHERE r.hash = ?1",
+    )
+    .and_then(|mut s| {
+        s.query_row([h.as_slice()], |r| {
+            let state = r.get_ref(4)?.as_str()?;
+            Ok(RefreshToken {
+                hash: hash_of(r, 0)?,
+                access_token_hash: optional_hash(r.get_ref(1)?.as_blob_or_null()?),
+                issued_at: r.get(2)?,
+                expires_at: r.get(3)?,
+                state: TokenState::parse(state).unwrap_or(TokenState::Revoked),
+                rotation: rotation_at(r, 5)?,
+                grant_revoked: r.get(8)?,
+                grant: grant_at(r, 9)?,
+            })
+        })
+        .optional()
+    })
+    .map_err(map_err)
 }
 
 /// A refresh token's rotation from three columns starting at `first`: `rotated_at`,
@@ -803,13 +906,7 @@ impl Store for SqliteStore {
     }
 
     async fn get_user(&self, id: &str) -> StoreResult<Option<User>> {
-        let id = id.to_owned();
-        self.lookup(move |c| {
-            c.prepare_cached("SELECT * FROM users WHERE id = ?1")
-                .and_then(|mut s| s.query_row([id], user_from).optional())
-                .map_err(map_err)
-        })
-        .await
+        self.lookup(|c| read_user(c, id)).await
     }
 
     async fn find_user(&self, tenant: &str, username: &str) -> StoreResult<Option<User>> {
@@ -846,20 +943,7 @@ impl Store for SqliteStore {
     }
 
     async fn get_client(&self, id: &str) -> StoreResult<Option<Client>> {
-        self.lookup(|c| {
-            c.prepare_cached("SELECT secret_hash, settings FROM clients WHERE id = ?1")
-                .and_then(|mut s| {
-                    s.query_row([id], |row| {
-                        let settings = row.get_ref(1)?.as_str()?;
-                        let mut client = self.parsed_clients.client(id, settings)?;
-                        client.secret_hash = optional_hash(row.get_ref(0)?.as_blob_or_null()?);
-                        Ok(client)
-                    })
-                    .optional()
-                })
-                .map_err(map_err)
-        })
-        .await
+        self.lookup(|c| self.read_client(c, id)).await
     }
 
     async fn list_clients(&self) -> StoreResult<Vec<Client>> {
@@ -1078,67 +1162,48 @@ impl Store for SqliteStore {
     }
 
     async fn get_access_token(&self, hash: &Hash) -> StoreResult<Option<AccessToken>> {
-        let h = *hash;
-        self.lookup(move |c| {
-            c.prepare_cached(
-                // Columns by position: this lookup runs for every introspection and
-                // bearer request, and finding columns by name compared every name.
-                "SELECT a.hash, a.grant_id, a.client_id, a.user_id, a.tenant, a.scope,
-                        a.audiences, a.issued_at, a.expires_at,
-                        (a.revoked_at IS NOT NULL OR g.revoked_at IS NOT NULL) AS revoked
-                 FROM access_tokens a JOIN grants g ON g.id = a.grant_id WHERE a.hash = ?1",
-            )
-            .and_then(|mut s| {
-                s.query_row([h.as_slice()], |r| {
-                    Ok(AccessToken {
-                        hash: hash_of(r, 0)?,
-                        grant_id: r.get(1)?,
-                        client_id: r.get(2)?,
-                        user_id: r.get(3)?,
-                        tenant: r.get(4)?,
-                        scope: scope_of(r, 5)?,
-                        audiences: audiences_of(r, 6)?,
-                        issued_at: r.get(7)?,
-                        expires_at: r.get(8)?,
-                        revoked: r.get(9)?,
-                    })
-                })
-                .optional()
+        self.lookup(|c| read_access_token(c, hash)).await
+    }
+
+    async fn get_refresh_token(&self, hash: &Hash) -> StoreResult<Option<RefreshToken>> {
+        self.lookup(|c| read_refresh_token(c, hash)).await
+    }
+
+    async fn get_client_and_access_token(
+        &self,
+        client_id: &str,
+        token_hash: &Hash,
+    ) -> StoreResult<(Option<Client>, Option<AccessToken>)> {
+        self.lookup(|c| {
+            in_read_transaction(c, |c| {
+                Ok((
+                    self.read_client(c, client_id)?,
+                    read_access_token(c, token_hash)?,
+                ))
             })
-            .map_err(map_err)
         })
         .await
     }
 
-    async fn get_refresh_token(&self, hash: &Hash) -> StoreResult<Option<RefreshToken>> {
-        let h = *hash;
-        self.lookup(move |c| {
-            c.prepare_cached(
-                // Columns by position, as in `get_access_token`: every refresh reads this.
-                "SELECT r.hash, r.access_token_hash, r.issued_at, r.expires_at, r.state,
-                        r.rotated_at, r.successor_hash, r.successor_sealed,
-                        (g.revoked_at IS NOT NULL) AS grant_revoked,
-                        g.id, g.client_id, g.user_id, g.tenant, g.scope, g.audiences,
-                        g.auth_time, g.created_at, g.sid
-                 FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id WHERE r.hash = ?1",
-            )
-            .and_then(|mut s| {
-                s.query_row([h.as_slice()], |r| {
-                    let state = r.get_ref(4)?.as_str()?;
-                    Ok(RefreshToken {
-                        hash: hash_of(r, 0)?,
-                        access_token_hash: optional_hash(r.get_ref(1)?.as_blob_or_null()?),
-                        issued_at: r.get(2)?,
-                        expires_at: r.get(3)?,
-                        state: TokenState::parse(state).unwrap_or(TokenState::Revoked),
-                        rotation: rotation_at(r, 5)?,
-                        grant_revoked: r.get(8)?,
-                        grant: grant_at(r, 9)?,
-                    })
+    async fn get_client_and_refresh_token(
+        &self,
+        client_id: &str,
+        token_hash: &Hash,
+    ) -> StoreResult<RefreshLookup> {
+        self.lookup(|c| {
+            in_read_transaction(c, |c| {
+                let client = self.read_client(c, client_id)?;
+                let token = read_refresh_token(c, token_hash)?;
+                let user = match token.as_ref().and_then(RefreshLookup::user_wanted) {
+                    Some(user_id) => read_user(c, user_id)?,
+                    None => None,
+                };
+                Ok(RefreshLookup {
+                    client,
+                    token,
+                    user,
                 })
-                .optional()
             })
-            .map_err(map_err)
         })
         .await
     }

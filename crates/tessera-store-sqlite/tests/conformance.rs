@@ -62,6 +62,44 @@ async fn a_client_changed_through_another_connection_is_seen_at_the_next_lookup(
     assert!(server.get_client("shared").await.unwrap().is_none());
 }
 
+/// A combined read that fails half-way (a client row whose settings do not parse) ends
+/// its read transaction: the connection goes back to the pool only outside a
+/// transaction, so later reads see later writes instead of the failed read's snapshot.
+#[tokio::test]
+async fn a_failed_combined_read_leaves_no_stale_snapshot() {
+    use tessera_store::Store;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tessera.db");
+    let store = SqliteStore::open(&path).unwrap();
+    let client = tessera_store::conformance::sample_client("broken");
+    store.create_client(&client).await.unwrap();
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    raw.execute(
+        "UPDATE clients SET settings = 'not json' WHERE id = 'broken'",
+        [],
+    )
+    .unwrap();
+    for _ in 0..3 {
+        assert!(store
+            .get_client_and_access_token("broken", &[1; 32])
+            .await
+            .is_err());
+        assert!(store
+            .get_client_and_refresh_token("broken", &[1; 32])
+            .await
+            .is_err());
+    }
+    let later = tessera_store::conformance::sample_client("later");
+    store.create_client(&later).await.unwrap();
+    for _ in 0..3 {
+        let (found, _) = store
+            .get_client_and_access_token("later", &[1; 32])
+            .await
+            .unwrap();
+        assert_eq!(found.map(|c| c.id).as_deref(), Some("later"));
+    }
+}
+
 /// Frames written by the writer reach the database file without the writer checkpointing
 /// (its automatic checkpoint is off): the background checkpointer copies them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

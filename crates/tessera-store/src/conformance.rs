@@ -168,6 +168,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     sessions_and_consents(&*store).await;
     code_redemption(&*store).await;
     refresh_rotation(&*store).await;
+    a_client_and_its_token_are_read_together(&*store).await;
     grant_revocation(&*store).await;
     client_deletion_revokes_everything(&*store).await;
     parallel_redemption_has_one_winner(store.clone()).await;
@@ -743,6 +744,116 @@ async fn refresh_rotation(store: &dyn Store) {
         must(store.get_access_token(&third.access.hash).await, "get").is_none(),
         "nothing stored for the loser"
     );
+}
+
+/// The combined reads answer exactly what the single reads answer, each half on its own
+/// (an unknown client or token leaves the other half found), and see every write made
+/// before them.
+async fn a_client_and_its_token_are_read_together(store: &dyn Store) {
+    let u = user(store).await;
+    let c = client(store).await;
+    let g = grant(&c.id, &u.id);
+    let first = issuance(&g, true);
+    must(store.issue(&first).await, "issue");
+    let at = first.access.hash;
+    let rt = first.refresh.as_ref().map(|r| r.hash).unwrap_or_default();
+
+    let (client_read, token_read) = must(
+        store.get_client_and_access_token(&c.id, &at).await,
+        "get_client_and_access_token",
+    );
+    let fields = |x: Option<Client>| x.map(|x| (x.id, x.secret_hash, x.redirect_uris, x.scopes));
+    let single = must(store.get_client(&c.id).await, "get_client");
+    let (client_read, single) = (fields(client_read), fields(single));
+    check!(
+        client_read.is_some() && client_read == single && client_read == fields(Some(c.clone())),
+        "the client as get_client reads it, with its secret hash"
+    );
+    let alone = must(store.get_access_token(&at).await, "get_access_token");
+    check!(
+        token_read.is_some() && token_read == alone,
+        "the access token as get_access_token reads it"
+    );
+    let (nobody, token_read) = must(
+        store
+            .get_client_and_access_token("no-such-client", &at)
+            .await,
+        "read",
+    );
+    check!(
+        nobody.is_none() && token_read.is_some(),
+        "unknown client, known token"
+    );
+    let (client_read, nothing) = must(
+        store.get_client_and_access_token(&c.id, &hash()).await,
+        "read",
+    );
+    check!(
+        client_read.is_some() && nothing.is_none(),
+        "known client, unknown token"
+    );
+
+    let found = must(
+        store.get_client_and_refresh_token(&c.id, &rt).await,
+        "get_client_and_refresh_token",
+    );
+    check!(found.client.is_some(), "the refresh token's client");
+    let alone = must(store.get_refresh_token(&rt).await, "get_refresh_token");
+    check!(
+        found.token.is_some() && found.token == alone,
+        "the refresh token as get_refresh_token reads it"
+    );
+    check!(
+        found.user.map(|x| x.id) == Some(u.id.clone()),
+        "with the user of its openid grant"
+    );
+
+    // A grant without openid: no ID token can come of it, so no user is read.
+    let mut plain = grant(&c.id, &u.id);
+    plain.scope = ScopeSet::parse("offline_access").unwrap_or_default();
+    let other = issuance(&plain, true);
+    must(store.issue(&other).await, "issue");
+    let other_rt = other.refresh.as_ref().map(|r| r.hash).unwrap_or_default();
+    let found = must(
+        store.get_client_and_refresh_token(&c.id, &other_rt).await,
+        "read",
+    );
+    check!(
+        found.token.is_some() && found.user.is_none(),
+        "no user read for a grant without openid"
+    );
+    let found = must(
+        store
+            .get_client_and_refresh_token("no-such-client", &hash())
+            .await,
+        "read",
+    );
+    check!(
+        found.client.is_none() && found.token.is_none() && found.user.is_none(),
+        "nothing found, nothing read"
+    );
+
+    // Writes made after a combined read are seen by the next one.
+    let second = issuance(&g, false);
+    must(
+        store
+            .rotate_refresh_token(&rt, &second, None, NOW + 1)
+            .await,
+        "rotate",
+    );
+    let found = must(store.get_client_and_refresh_token(&c.id, &rt).await, "read");
+    check!(
+        found.token.map(|t| t.state) == Some(TokenState::Rotated),
+        "the rotation is seen"
+    );
+    let (_, token_read) = must(store.get_client_and_access_token(&c.id, &at).await, "read");
+    check!(
+        token_read.map(|t| t.revoked) == Some(true),
+        "the access token revoked by the rotation is seen revoked"
+    );
+    must(store.delete_client(&c.id).await, "delete_client");
+    let (client_read, _) = must(store.get_client_and_access_token(&c.id, &at).await, "read");
+    check!(client_read.is_none(), "the deleted client is gone");
 }
 
 async fn grant_revocation(store: &dyn Store) {

@@ -40,6 +40,28 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// What [`Store::get_client_and_refresh_token`] found.
+#[derive(Debug, Clone, Default)]
+pub struct RefreshLookup {
+    pub client: Option<Client>,
+    pub token: Option<RefreshToken>,
+    /// The user of the token's grant, when [`RefreshLookup::user_wanted`] names one and
+    /// that user exists.
+    pub user: Option<User>,
+}
+
+impl RefreshLookup {
+    /// The user to read with `token`: its grant's, if its scope lets a refresh return an
+    /// ID token (OIDC Core §12.2).
+    pub fn user_wanted(token: &RefreshToken) -> Option<&str> {
+        token
+            .grant
+            .user_id
+            .as_deref()
+            .filter(|_| token.grant.scope.contains("openid"))
+    }
+}
+
 /// Tokens to persist in one atomic step: the access token, and the refresh token issued
 /// with it, under a grant that is created in the same step when `new_grant` is set.
 #[derive(Debug, Clone)]
@@ -142,6 +164,45 @@ pub trait Store: Send + Sync + 'static {
     async fn issue(&self, issuance: &Issuance) -> StoreResult<()>;
     async fn get_access_token(&self, hash: &Hash) -> StoreResult<Option<AccessToken>>;
     async fn get_refresh_token(&self, hash: &Hash) -> StoreResult<Option<RefreshToken>>;
+
+    /// The client a request authenticates as and the access token it presents
+    /// (introspection), as [`get_client`](Store::get_client) and
+    /// [`get_access_token`](Store::get_access_token) return them, read together: a
+    /// backend can answer both from one snapshot (SQLite: one read transaction instead of
+    /// two, whose begin and end were a sixth of an introspection's CPU).
+    async fn get_client_and_access_token(
+        &self,
+        client_id: &str,
+        token_hash: &Hash,
+    ) -> StoreResult<(Option<Client>, Option<AccessToken>)> {
+        Ok((
+            self.get_client(client_id).await?,
+            self.get_access_token(token_hash).await?,
+        ))
+    }
+
+    /// The client a request authenticates as, the refresh token it presents and that
+    /// token's user, read together as in
+    /// [`get_client_and_access_token`](Store::get_client_and_access_token). The user is
+    /// read only when an ID token may be wanted: the token's grant has a user and its
+    /// scope carries `openid`.
+    async fn get_client_and_refresh_token(
+        &self,
+        client_id: &str,
+        token_hash: &Hash,
+    ) -> StoreResult<RefreshLookup> {
+        let client = self.get_client(client_id).await?;
+        let token = self.get_refresh_token(token_hash).await?;
+        let user = match token.as_ref().and_then(RefreshLookup::user_wanted) {
+            Some(user_id) => self.get_user(user_id).await?,
+            None => None,
+        };
+        Ok(RefreshLookup {
+            client,
+            token,
+            user,
+        })
+    }
     /// If `old` is still active: marks it rotated at `now` into `issuance`'s refresh token,
     /// revokes the access token issued with it, and stores `issuance`, atomically.
     /// Otherwise stores nothing. `sealed_successor` (only with the retry window on) is

@@ -114,6 +114,27 @@ pub(crate) async fn authenticate_client(
     params: &Params,
     origin: &Origin,
 ) -> Result<Client, ApiError> {
+    let presented = present_client(state, headers, params, origin).await?;
+    let client = state.store().get_client(presented.client_id()).await?;
+    presented.verify(state, origin, client).await
+}
+
+/// Client credentials read from a request and let past the rate limits, not yet checked
+/// against the client's record: a handler that reads that record together with what the
+/// request presents (one store round trip) checks them with [`ClientPresented::verify`]
+/// before it uses or reveals anything it read.
+pub(crate) struct ClientPresented {
+    presented: PresentedClient,
+    ip: ClientIp,
+}
+
+/// The first half of [`authenticate_client`].
+pub(crate) async fn present_client(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: &Params,
+    origin: &Origin,
+) -> Result<ClientPresented, ApiError> {
     let ip = ClientIp(origin.ip.unwrap_or(std::net::IpAddr::from([0, 0, 0, 0])));
     let limits = &state.0.limits;
     let presented = PresentedClient::from_request(
@@ -128,33 +149,52 @@ pub(crate) async fn authenticate_client(
             return Err(e.into());
         }
     };
-    let client_key = || crate::limits::client_key(&presented.client_id);
     if limits.settings.enabled {
+        let client_key = || crate::limits::client_key(&presented.client_id);
         if let Some(wait) = limits.token_failures.blocked_lazily(client_key) {
             crate::metrics::event("rate_limited", "client");
             return Err(ApiError::RateLimited(wait));
         }
     }
-    let client = state.store().get_client(&presented.client_id).await?;
-    let verdict = match client {
-        Some(client) => presented.authenticate(&client).map(|_| client),
-        None => {
-            // Spend the same hashing work as a real check.
-            let _ = tessera_crypto::SecretHash::digest(presented.secret.as_deref().unwrap_or(""));
-            Err(OAuthError::invalid_client("client authentication failed"))
-        }
-    };
-    match verdict {
-        Ok(client) => Ok(client),
-        Err(e) => {
-            charge_auth_failure(state, ip, Some(&client_key())).await;
-            let subject = crate::audit::Subject {
-                client_id: Some(&presented.client_id),
-                detail: Some(format!("method={}", presented.method.as_str())),
-                ..Default::default()
-            };
-            crate::audit::record(state, origin, "client.auth_failed", subject).await;
-            Err(e.into())
+    Ok(ClientPresented { presented, ip })
+}
+
+impl ClientPresented {
+    pub(crate) fn client_id(&self) -> &str {
+        &self.presented.client_id
+    }
+
+    /// The second half of [`authenticate_client`]: `client` is the stored record of
+    /// [`client_id`](Self::client_id), read after the rate-limit check.
+    pub(crate) async fn verify(
+        self,
+        state: &AppState,
+        origin: &Origin,
+        client: Option<Client>,
+    ) -> Result<Client, ApiError> {
+        let presented = self.presented;
+        let verdict = match client {
+            Some(client) => presented.authenticate(&client).map(|_| client),
+            None => {
+                // Spend the same hashing work as a real check.
+                let _ =
+                    tessera_crypto::SecretHash::digest(presented.secret.as_deref().unwrap_or(""));
+                Err(OAuthError::invalid_client("client authentication failed"))
+            }
+        };
+        match verdict {
+            Ok(client) => Ok(client),
+            Err(e) => {
+                let client_key = crate::limits::client_key(&presented.client_id);
+                charge_auth_failure(state, self.ip, Some(&client_key)).await;
+                let subject = crate::audit::Subject {
+                    client_id: Some(&presented.client_id),
+                    detail: Some(format!("method={}", presented.method.as_str())),
+                    ..Default::default()
+                };
+                crate::audit::record(state, origin, "client.auth_failed", subject).await;
+                Err(e.into())
+            }
         }
     }
 }

@@ -8,12 +8,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use axum::Json;
 use serde_json::{json, Value};
-use tessera_core::model::{AccessToken, User};
+use tessera_core::model::{AccessToken, RefreshToken, User};
 use tessera_core::params::Params;
 use tessera_core::{ErrorCode, OAuthError};
 use tessera_crypto::SecretHash;
 
-use super::authenticate_client;
+use super::{authenticate_client, present_client};
 use crate::error::ApiError;
 use crate::extract::{header_str, Form};
 use crate::issue::{is_access_token, PERSONAL_TOKEN_PREFIX, REFRESH_PREFIX};
@@ -55,72 +55,94 @@ fn audience(audiences: &[String]) -> Option<Audience<'_>> {
     }
 }
 
+/// The token an introspection request presents, as read with its client.
+enum Presented {
+    Access(Option<AccessToken>),
+    Refresh(Option<RefreshToken>),
+    /// No token, or one that is none of ours: nothing to read.
+    Unknown,
+}
+
 pub async fn introspect(
     State(state): State<AppState>,
     headers: HeaderMap,
     Extension(origin): Extension<Origin>,
     Form(params): Form,
 ) -> Result<Response, ApiError> {
-    let client = authenticate_client(&state, &headers, &params, &origin).await?;
+    let caller = present_client(&state, &headers, &params, &origin).await?;
+    let token = params.required("token");
+    // The caller's client and the token, read together; nothing read is used before the
+    // client is authenticated below.
+    let store = state.store();
+    let (client, presented) = match token {
+        Ok(token) if is_access_token(token) => {
+            let hash = SecretHash::of(token).0;
+            let (client, at) = store
+                .get_client_and_access_token(caller.client_id(), &hash)
+                .await?;
+            (client, Presented::Access(at))
+        }
+        Ok(token) if token.starts_with(REFRESH_PREFIX) => {
+            let hash = SecretHash::of(token).0;
+            let found = store
+                .get_client_and_refresh_token(caller.client_id(), &hash)
+                .await?;
+            (found.client, Presented::Refresh(found.token))
+        }
+        _ => (
+            store.get_client(caller.client_id()).await?,
+            Presented::Unknown,
+        ),
+    };
+    let client = caller.verify(&state, &origin, client).await?;
     // RFC 7662 §2.1: the caller must be authenticated; a public client is not.
     if client.public {
         return Err(
             OAuthError::invalid_client("introspection requires a confidential client").into(),
         );
     }
-    let token = params.required("token")?;
+    let token = token?;
     params.single("token_type_hint")?;
     let now = state.now();
     let inactive = || Ok(no_store(Json(json!({"active": false})).into_response()));
-    let hash = SecretHash::of(token).0;
     let issuer = &state.settings().issuer;
-    if is_access_token(token) {
-        let Some(at) = state.store().get_access_token(&hash).await? else {
-            return inactive();
-        };
-        if !at.is_active(now) {
-            return inactive();
+    match presented {
+        Presented::Access(Some(at)) if at.is_active(now) => {
+            note_personal_token_use(&state, token);
+            let body = Introspection {
+                active: true,
+                token_type: "Bearer",
+                scope: at.scope.to_string(),
+                client_id: &at.client_id,
+                exp: at.expires_at,
+                iat: at.issued_at,
+                iss: issuer,
+                sub: at.user_id.as_deref(),
+                tenant: at.tenant.as_deref(),
+                aud: audience(&at.audiences),
+            };
+            Ok(no_store(Json(body).into_response()))
         }
-        note_personal_token_use(&state, token);
-        let body = Introspection {
-            active: true,
-            token_type: "Bearer",
-            scope: at.scope.to_string(),
-            client_id: &at.client_id,
-            exp: at.expires_at,
-            iat: at.issued_at,
-            iss: issuer,
-            sub: at.user_id.as_deref(),
-            tenant: at.tenant.as_deref(),
-            aud: audience(&at.audiences),
-        };
-        return Ok(no_store(Json(body).into_response()));
-    }
-    if token.starts_with(REFRESH_PREFIX) {
-        let Some(rt) = state.store().get_refresh_token(&hash).await? else {
-            return inactive();
-        };
         // Refresh tokens are credentials of their client only: others learn nothing.
-        if !rt.is_active(now) || rt.grant.client_id != client.id {
-            return inactive();
+        Presented::Refresh(Some(rt)) if rt.is_active(now) && rt.grant.client_id == client.id => {
+            let user = rt.grant.user_id.as_deref();
+            let body = Introspection {
+                active: true,
+                token_type: "refresh_token",
+                scope: rt.grant.scope.to_string(),
+                client_id: &rt.grant.client_id,
+                exp: rt.expires_at,
+                iat: rt.issued_at,
+                iss: issuer,
+                sub: user,
+                // A refresh token's tenant is that of its user.
+                tenant: user.and(rt.grant.tenant.as_deref()),
+                aud: None,
+            };
+            Ok(no_store(Json(body).into_response()))
         }
-        let user = rt.grant.user_id.as_deref();
-        let body = Introspection {
-            active: true,
-            token_type: "refresh_token",
-            scope: rt.grant.scope.to_string(),
-            client_id: &rt.grant.client_id,
-            exp: rt.expires_at,
-            iat: rt.issued_at,
-            iss: issuer,
-            sub: user,
-            // A refresh token's tenant is that of its user.
-            tenant: user.and(rt.grant.tenant.as_deref()),
-            aud: None,
-        };
-        return Ok(no_store(Json(body).into_response()));
+        _ => inactive(),
     }
-    inactive()
 }
 
 /// RFC 7009 §2: revokes a token of the calling client. Tokens of other clients and

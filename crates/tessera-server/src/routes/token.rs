@@ -8,14 +8,14 @@ use axum::Extension;
 use axum::Json;
 use tessera_core::client::GrantType;
 use tessera_core::client::{AccessTokenFormat, Client};
-use tessera_core::model::{refreshed_scope, Grant, RefreshUse};
+use tessera_core::model::{refreshed_scope, Grant, RefreshUse, User};
 use tessera_core::token::{check_client_credentials_scope, TokenRequest};
 use tessera_core::{OAuthError, ScopeSet};
 use tessera_crypto::jose::{SigningAlg, SigningKey};
 use tessera_crypto::SecretHash;
-use tessera_store::Swap;
+use tessera_store::{RefreshLookup, Swap};
 
-use super::authenticate_client;
+use super::present_client;
 use crate::error::ApiError;
 use crate::extract::Form;
 use crate::issue::{id_token, mint, standing_grant_id, IdTokenFacts, JwtSigner, Minted};
@@ -27,8 +27,23 @@ pub async fn token(
     Extension(origin): Extension<Origin>,
     Form(params): Form,
 ) -> Result<Response, ApiError> {
-    let client = authenticate_client(&state, &headers, &params, &origin).await?;
-    let request = TokenRequest::parse(&params)?;
+    let caller = present_client(&state, &headers, &params, &origin).await?;
+    let request = TokenRequest::parse(&params);
+    // A refresh reads its client, its token and the token's user together; nothing read
+    // is used before the client is authenticated below.
+    let store = state.store();
+    let (client, mut presented_refresh) = match &request {
+        Ok(TokenRequest::RefreshToken { refresh_token, .. }) => {
+            let hash = SecretHash::of(refresh_token).0;
+            let mut found = store
+                .get_client_and_refresh_token(caller.client_id(), &hash)
+                .await?;
+            (found.client.take(), Some(found))
+        }
+        _ => (store.get_client(caller.client_id()).await?, None),
+    };
+    let client = caller.verify(&state, &origin, client).await?;
+    let request = request?;
     if !client.allows_grant(request.grant_type()) {
         return Err(OAuthError::unauthorized_client(format!(
             "this client is not registered for the {} grant",
@@ -56,7 +71,18 @@ pub async fn token(
         TokenRequest::RefreshToken {
             refresh_token,
             scope,
-        } => refresh(&state, &origin, &client, &refresh_token, scope.as_ref()).await?,
+        } => {
+            let found = presented_refresh.take().unwrap_or_default();
+            refresh(
+                &state,
+                &origin,
+                &client,
+                &refresh_token,
+                found,
+                scope.as_ref(),
+            )
+            .await?
+        }
         TokenRequest::ClientCredentials { scope, audiences } => {
             client_credentials(&state, &origin, &client, scope, audiences).await?
         }
@@ -152,6 +178,7 @@ async fn authorization_code(
         &record.grant,
         &minted,
         record.nonce.as_deref(),
+        None,
     )
     .await?;
     attach_audit(
@@ -184,19 +211,19 @@ async fn authorization_code(
 /// RFC 6749 §6 with rotation (RFC 9700 §4.14.2): every use yields a new refresh token;
 /// presenting a rotated one revokes the whole family — unless the operator opened a retry
 /// window and the successor is still unused (see `retry`).
+/// `found` is what the store read for `refresh_token` with its client.
 async fn refresh(
     state: &AppState,
     origin: &Origin,
     client: &Client,
     refresh_token: &str,
+    found: RefreshLookup,
     requested_scope: Option<&ScopeSet>,
 ) -> Result<Minted, ApiError> {
     let now = state.now();
     let hash = SecretHash::of(refresh_token).0;
-    let record = state
-        .store()
-        .get_refresh_token(&hash)
-        .await?
+    let record = found
+        .token
         .ok_or_else(|| OAuthError::invalid_grant("refresh token is invalid, expired or revoked"))?;
     let window = state.settings().refresh_retry_window;
     match record.check_use(&client.id, now, window)? {
@@ -217,7 +244,7 @@ async fn refresh(
     let jwt = jwt_signer(state, client).await?;
     let mut minted = mint(client, &record.grant, scope, true, false, now, jwt.as_ref())?;
     // OIDC Core §12.2: a refresh that carries openid returns a fresh ID token.
-    minted.id_token = openid_token(state, client, &record.grant, &minted, None).await?;
+    minted.id_token = openid_token(state, client, &record.grant, &minted, None, found.user).await?;
     let sealed_successor = match (&minted.refresh_token, window > 0) {
         (Some(successor), true) => Some(
             state
@@ -311,7 +338,7 @@ async fn retry_rotation(
     let scope = refreshed_scope(&grant.scope, requested_scope)?;
     let jwt = jwt_signer(state, client).await?;
     let mut minted = mint(client, grant, scope, false, false, now, jwt.as_ref())?;
-    minted.id_token = openid_token(state, client, grant, &minted, None).await?;
+    minted.id_token = openid_token(state, client, grant, &minted, None, None).await?;
     match state
         .store()
         .retry_rotation(
@@ -412,12 +439,14 @@ async fn jwt_signer(state: &AppState, client: &Client) -> Result<Option<JwtSigne
 }
 
 /// The ID token for a user grant whose access token carries `openid` (OIDC Core §3.1.3.3).
+/// `read` is the grant's user if the caller has already read it.
 async fn openid_token(
     state: &AppState,
     client: &Client,
     grant: &Grant,
     minted: &Minted,
     nonce: Option<&str>,
+    read: Option<User>,
 ) -> Result<Option<String>, ApiError> {
     let scope = &minted.issuance.access.scope;
     let Some(user_id) = grant
@@ -427,11 +456,13 @@ async fn openid_token(
     else {
         return Ok(None);
     };
-    let user = state
-        .store()
-        .get_user(user_id)
-        .await?
-        .ok_or_else(|| OAuthError::invalid_grant("the user of this grant no longer exists"))?;
+    let user =
+        match read.filter(|u| u.id == user_id) {
+            Some(user) => user,
+            None => state.store().get_user(user_id).await?.ok_or_else(|| {
+                OAuthError::invalid_grant("the user of this grant no longer exists")
+            })?,
+        };
     let key = signing_key(state, client).await?;
     let token = id_token(
         &key,

@@ -913,6 +913,77 @@ async fn refresh_token_is_bound_to_its_client() {
     );
 }
 
+// Introspection and refresh read the client together with the token it presents (one
+// store read); the client is still authenticated before anything read is used: a wrong
+// secret learns nothing about the token and consumes nothing, and with a wrong secret and
+// a malformed request the answer is still invalid_client.
+#[tokio::test]
+async fn credentials_are_checked_before_anything_read_with_them_is_used() {
+    let server = server_with_user().await;
+    let a = confidential(&server, "Client A").await;
+    let code = code_for(&server, &a, &[]).await;
+    let (status, _, tokens) = redeem(&server, &a, &code, &[]).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    let access = text(&tokens, "access_token");
+    let refresh_token = text(&tokens, "refresh_token");
+    let wrong = Some((a.id.as_str(), "tcs_not-the-secret"));
+
+    for token in [&access, &refresh_token] {
+        let (status, _, body) = server
+            .post_form("/oauth2/introspect", &[("token", token.as_str())], wrong)
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        assert_eq!(body["error"], "invalid_client", "{body}");
+        assert!(body.get("active").is_none(), "{body}");
+    }
+    let (status, _, body) = server.post_form("/oauth2/introspect", &[], wrong).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "no token, wrong secret: {body}"
+    );
+    assert_eq!(body["error"], "invalid_client", "{body}");
+
+    let (status, _, body) = server
+        .post_form(
+            "/oauth2/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token.as_str()),
+            ],
+            wrong,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["error"], "invalid_client", "{body}");
+    let (status, _, body) = server
+        .post_form("/oauth2/token", &[("grant_type", "refresh_token")], wrong)
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "no refresh token, wrong secret: {body}"
+    );
+    assert_eq!(body["error"], "invalid_client", "{body}");
+
+    // Nothing was consumed: the owner refreshes, and its new tokens are live.
+    assert_eq!(server.introspect(&a, &access).await["active"], true);
+    let (status, body) = refresh(&server, &a, &refresh_token).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body["id_token"].is_string(),
+        "openid refresh returns an ID token: {body}"
+    );
+    assert_eq!(
+        server.introspect(&a, &text(&body, "access_token")).await["active"],
+        true
+    );
+    assert_eq!(
+        server.introspect(&a, &text(&body, "refresh_token")).await["active"],
+        true
+    );
+}
+
 fn assert_no_store(what: &str, headers: &HeaderMap) {
     let cc = headers
         .get("cache-control")
