@@ -579,7 +579,7 @@ fn read_access_token(c: &Connection, h: &Hash) -> StoreResult<Option<AccessToken
 
 fn read_refresh_token(c: &Connection, h: &Hash) -> StoreResult<Option<RefreshToken>> {
     c.prepare_cached(
-        // Columns by position, as in `get_access_token`: every refresh reads this.
+        // Columns by position, as in `read_access_token`: every refresh reads this.
         "SELECT r.hash, r.access_token_hash, r.issued_at, r.expires_at, r.state,
                 r.rotated_at, r.successor_hash, r.successor_sealed,
                 (g.revoked_at IS NOT NULL) AS grant_revoked,

@@ -8,7 +8,7 @@ use axum::Extension;
 use axum::Json;
 use tessera_core::client::GrantType;
 use tessera_core::client::{AccessTokenFormat, Client};
-use tessera_core::model::{refreshed_scope, Grant, RefreshUse, User};
+use tessera_core::model::{refreshed_scope, Grant, Hash, RefreshUse, User};
 use tessera_core::token::{check_client_credentials_scope, TokenRequest};
 use tessera_core::{OAuthError, ScopeSet};
 use tessera_crypto::jose::{SigningAlg, SigningKey};
@@ -38,7 +38,7 @@ pub async fn token(
             let mut found = store
                 .get_client_and_refresh_token(caller.client_id(), &hash)
                 .await?;
-            (found.client.take(), Some(found))
+            (found.client.take(), Some((hash, found)))
         }
         _ => (store.get_client(caller.client_id()).await?, None),
     };
@@ -68,20 +68,10 @@ pub async fn token(
             )
             .await?
         }
-        TokenRequest::RefreshToken {
-            refresh_token,
-            scope,
-        } => {
-            let found = presented_refresh.take().unwrap_or_default();
-            refresh(
-                &state,
-                &origin,
-                &client,
-                &refresh_token,
-                found,
-                scope.as_ref(),
-            )
-            .await?
+        TokenRequest::RefreshToken { scope, .. } => {
+            // Always read above for this grant; an empty lookup would be invalid_grant.
+            let (hash, found) = presented_refresh.take().unwrap_or_default();
+            refresh(&state, &origin, &client, hash, found, scope.as_ref()).await?
         }
         TokenRequest::ClientCredentials { scope, audiences } => {
             client_credentials(&state, &origin, &client, scope, audiences).await?
@@ -210,18 +200,17 @@ async fn authorization_code(
 
 /// RFC 6749 §6 with rotation (RFC 9700 §4.14.2): every use yields a new refresh token;
 /// presenting a rotated one revokes the whole family — unless the operator opened a retry
-/// window and the successor is still unused (see `retry`).
-/// `found` is what the store read for `refresh_token` with its client.
+/// window and the successor is still unused (see `retry`). `found` is what the store read,
+/// with the client, for the presented refresh token, whose hash is `hash`.
 async fn refresh(
     state: &AppState,
     origin: &Origin,
     client: &Client,
-    refresh_token: &str,
+    hash: Hash,
     found: RefreshLookup,
     requested_scope: Option<&ScopeSet>,
 ) -> Result<Minted, ApiError> {
     let now = state.now();
-    let hash = SecretHash::of(refresh_token).0;
     let record = found
         .token
         .ok_or_else(|| OAuthError::invalid_grant("refresh token is invalid, expired or revoked"))?;
