@@ -33,7 +33,9 @@ use tessera_core::model::{
 };
 use tessera_core::personal_token::PersonalAccessToken;
 use tessera_core::{ScopeSet, UnixTime};
-use tessera_store::{Issuance, SharedCounters, Store, StoreError, StoreResult, Swap};
+use tessera_store::{
+    Issuance, RefreshLookup, SharedCounters, Store, StoreError, StoreResult, Swap,
+};
 
 pub use tls::{TlsMode, TlsOptions};
 
@@ -365,6 +367,61 @@ fn audiences_of(row: &PgRow, col: &str) -> StoreResult<Vec<String>> {
 
 fn to_json<T: serde::Serialize>(v: &T) -> StoreResult<String> {
     serde_json::to_string(v).map_err(|e| StoreError::Internal(e.to_string()))
+}
+
+/// The columns `access_token_from` reads (`a`: the token, `g`: its grant). A macro, so that
+/// the queries built with it are constant strings.
+macro_rules! access_token_columns {
+    () => {
+        "a.hash, a.grant_id, a.client_id, a.user_id, a.tenant, a.scope, a.audiences,
+         a.issued_at, a.expires_at,
+         (a.revoked_at IS NOT NULL OR g.revoked_at IS NOT NULL) AS revoked"
+    };
+}
+
+fn access_token_from(r: &PgRow) -> StoreResult<AccessToken> {
+    Ok(AccessToken {
+        hash: hash_of(r, "hash")?,
+        grant_id: get(r, "grant_id")?,
+        client_id: get(r, "client_id")?,
+        user_id: get(r, "user_id")?,
+        tenant: get(r, "tenant")?,
+        scope: scope_of(r, "scope")?,
+        audiences: audiences_of(r, "audiences")?,
+        issued_at: get(r, "issued_at")?,
+        expires_at: get(r, "expires_at")?,
+        revoked: get(r, "revoked")?,
+    })
+}
+
+/// The columns `refresh_token_from` reads (`r`: the token, `g`: its grant).
+macro_rules! refresh_token_columns {
+    () => {
+        "r.hash, r.access_token_hash, r.issued_at, r.expires_at, r.state,
+         r.rotated_at, r.successor_hash, r.successor_sealed,
+         g.id AS grant_id, g.client_id, g.user_id, g.tenant, g.scope, g.audiences,
+         g.auth_time, g.created_at, g.sid, (g.revoked_at IS NOT NULL) AS grant_revoked"
+    };
+}
+
+fn refresh_token_from(r: &PgRow) -> StoreResult<RefreshToken> {
+    let state: String = get(r, "state")?;
+    Ok(RefreshToken {
+        hash: hash_of(r, "hash")?,
+        grant: grant_from(r)?,
+        access_token_hash: opt_hash_of(r, "access_token_hash")?,
+        issued_at: get(r, "issued_at")?,
+        expires_at: get(r, "expires_at")?,
+        state: TokenState::parse(&state).unwrap_or(TokenState::Revoked),
+        grant_revoked: get(r, "grant_revoked")?,
+        rotation: rotation_from(r)?,
+    })
+}
+
+/// Whether a left-joined part of a row was found: `col` is one of its NOT NULL columns.
+fn present(row: &PgRow, col: &str) -> StoreResult<bool> {
+    use sqlx::ValueRef;
+    Ok(!row.try_get_raw(col).map_err(map_err)?.is_null())
 }
 
 fn user_from(row: &PgRow) -> StoreResult<User> {
@@ -911,57 +968,110 @@ impl Store for PostgresStore {
     }
 
     async fn get_access_token(&self, hash: &Hash) -> StoreResult<Option<AccessToken>> {
-        let row = sqlx::query(
-            "SELECT a.*, (a.revoked_at IS NOT NULL OR g.revoked_at IS NOT NULL) AS revoked
-             FROM access_tokens a JOIN grants g ON g.id = a.grant_id WHERE a.hash = $1",
-        )
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            access_token_columns!(),
+            " FROM access_tokens a JOIN grants g ON g.id = a.grant_id WHERE a.hash = $1"
+        ))
         .bind(hash.as_slice())
         .fetch_optional(&self.pool)
         .await
         .map_err(map_err)?;
-        row.map(|r| {
-            Ok(AccessToken {
-                hash: hash_of(&r, "hash")?,
-                grant_id: get(&r, "grant_id")?,
-                client_id: get(&r, "client_id")?,
-                user_id: get(&r, "user_id")?,
-                tenant: get(&r, "tenant")?,
-                scope: scope_of(&r, "scope")?,
-                audiences: audiences_of(&r, "audiences")?,
-                issued_at: get(&r, "issued_at")?,
-                expires_at: get(&r, "expires_at")?,
-                revoked: get(&r, "revoked")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(access_token_from).transpose()
     }
 
     async fn get_refresh_token(&self, hash: &Hash) -> StoreResult<Option<RefreshToken>> {
-        let row = sqlx::query(
-            "SELECT r.hash, r.access_token_hash, r.issued_at, r.expires_at, r.state,
-                    r.rotated_at, r.successor_hash, r.successor_sealed,
-                    g.id AS grant_id, g.client_id, g.user_id, g.tenant, g.scope, g.audiences,
-                    g.auth_time, g.created_at, g.sid, (g.revoked_at IS NOT NULL) AS grant_revoked
-             FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id WHERE r.hash = $1",
-        )
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            refresh_token_columns!(),
+            " FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id WHERE r.hash = $1"
+        ))
         .bind(hash.as_slice())
         .fetch_optional(&self.pool)
         .await
         .map_err(map_err)?;
-        row.map(|r| {
-            let state: String = get(&r, "state")?;
-            Ok(RefreshToken {
-                hash: hash_of(&r, "hash")?,
-                grant: grant_from(&r)?,
-                access_token_hash: opt_hash_of(&r, "access_token_hash")?,
-                issued_at: get(&r, "issued_at")?,
-                expires_at: get(&r, "expires_at")?,
-                state: TokenState::parse(&state).unwrap_or(TokenState::Revoked),
-                grant_revoked: get(&r, "grant_revoked")?,
-                rotation: rotation_from(&r)?,
+        row.as_ref().map(refresh_token_from).transpose()
+    }
+
+    /// One statement, one round trip: the client and the token are each left-joined to a
+    /// single row, so either can be missing without hiding the other.
+    async fn get_client_and_access_token(
+        &self,
+        client_id: &str,
+        token_hash: &Hash,
+    ) -> StoreResult<(Option<Client>, Option<AccessToken>)> {
+        let row = sqlx::query(concat!(
+            "SELECT c.secret_hash, c.settings, ",
+            access_token_columns!(),
+            " FROM (SELECT 1) AS one
+              LEFT JOIN clients c ON c.id = $1
+              LEFT JOIN (access_tokens a JOIN grants g ON g.id = a.grant_id) ON a.hash = $2"
+        ))
+        .bind(storable(client_id).then_some(client_id))
+        .bind(token_hash.as_slice())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(map_err)?;
+        let client = present(&row, "settings")?
+            .then(|| client_from(&row))
+            .transpose()?;
+        let token = present(&row, "hash")?
+            .then(|| access_token_from(&row))
+            .transpose()?;
+        Ok((client, token))
+    }
+
+    /// One statement, as `get_client_and_access_token`; the user is joined whenever the
+    /// grant has one and kept only when [`RefreshLookup::user_wanted`] says so.
+    async fn get_client_and_refresh_token(
+        &self,
+        client_id: &str,
+        token_hash: &Hash,
+    ) -> StoreResult<RefreshLookup> {
+        let row = sqlx::query(concat!(
+            "SELECT c.secret_hash, c.settings, ",
+            refresh_token_columns!(),
+            ", u.id AS u_id, u.tenant AS u_tenant, u.username AS u_username,
+                    u.email AS u_email, u.name AS u_name, u.password_hash AS u_password_hash,
+                    u.created_at AS u_created_at
+             FROM (SELECT 1) AS one
+             LEFT JOIN clients c ON c.id = $1
+             LEFT JOIN (refresh_tokens r JOIN grants g ON g.id = r.grant_id) ON r.hash = $2
+             LEFT JOIN users u ON u.id = g.user_id"
+        ))
+        .bind(storable(client_id).then_some(client_id))
+        .bind(token_hash.as_slice())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(map_err)?;
+        let client = present(&row, "settings")?
+            .then(|| client_from(&row))
+            .transpose()?;
+        let token = present(&row, "hash")?
+            .then(|| refresh_token_from(&row))
+            .transpose()?;
+        let wanted = token
+            .as_ref()
+            .and_then(RefreshLookup::user_wanted)
+            .is_some();
+        let user = if wanted && present(&row, "u_id")? {
+            Some(User {
+                id: get(&row, "u_id")?,
+                tenant: get(&row, "u_tenant")?,
+                username: get(&row, "u_username")?,
+                email: get(&row, "u_email")?,
+                name: get(&row, "u_name")?,
+                password_hash: get(&row, "u_password_hash")?,
+                created_at: get(&row, "u_created_at")?,
             })
+        } else {
+            None
+        };
+        Ok(RefreshLookup {
+            client,
+            token,
+            user,
         })
-        .transpose()
     }
 
     async fn rotate_refresh_token(

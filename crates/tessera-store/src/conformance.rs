@@ -1379,6 +1379,22 @@ async fn hostile_keys_find_nothing(store: &dyn Store) {
             !must(store.delete_client(key).await, "delete_client"),
             "nothing to delete for {key:?}"
         );
+        let (client, token) = must(
+            store.get_client_and_access_token(key, &hash()).await,
+            "get_client_and_access_token",
+        );
+        check!(
+            client.is_none() && token.is_none(),
+            "no client or access token {key:?}"
+        );
+        let found = must(
+            store.get_client_and_refresh_token(key, &hash()).await,
+            "get_client_and_refresh_token",
+        );
+        check!(
+            found.client.is_none() && found.token.is_none() && found.user.is_none(),
+            "no client or refresh token {key:?}"
+        );
     }
 }
 
