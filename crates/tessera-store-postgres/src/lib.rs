@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Connection, Executor, Postgres, Row};
+use sqlx::{Connection, Executor, Postgres, QueryBuilder, Row};
 use tessera_core::client::Client;
 use tessera_core::keys::{KeyRetirement, SigningKeyRecord};
 use tessera_core::model::{
@@ -542,51 +542,94 @@ async fn insert_audit(conn: &mut PgConnection, events: &[AuditEvent]) -> StoreRe
     Ok(())
 }
 
-/// A token stored under an existing grant that it outlives raises the grant's bound
-/// through the token tables' triggers (migration 7), so only new grants need it here.
+/// An issuance as one statement (one round trip, atomic on its own): the grant, the audit
+/// events and the refresh token are data-modifying `WITH` parts of the access token's
+/// insert. A token stored under an existing grant that it outlives raises the grant's
+/// bound through the token tables' triggers (migration 7), so only new grants carry it.
 async fn insert_issuance(conn: &mut PgConnection, iss: &Issuance) -> StoreResult<()> {
+    let mut q = QueryBuilder::<Postgres>::new("");
+    let mut parts = 0;
+    // "WITH " before the first part, ", " between parts.
+    let mut next_part = |q: &mut QueryBuilder<Postgres>| {
+        q.push(if parts == 0 { "WITH " } else { ", " });
+        parts += 1;
+    };
     if let Some(g) = &iss.new_grant {
-        // `expires_at`: the grant's bound, the latest expiry of any token issued under it. A
-        // client's standing grant is stored once; DO NOTHING takes no lock on the stored
+        next_part(&mut q);
+        q.push(
+            "new_grant AS (INSERT INTO grants (id, client_id, user_id, tenant, scope, audiences,
+             auth_time, created_at, sid, expires_at) VALUES (",
+        );
+        let mut v = q.separated(", ");
+        v.push_bind(&g.id)
+            .push_bind(&g.client_id)
+            .push_bind(&g.user_id)
+            .push_bind(&g.tenant)
+            .push_bind(g.scope.to_string())
+            .push_bind(to_json(&g.audiences)?)
+            .push_bind(g.auth_time)
+            .push_bind(g.created_at)
+            .push_bind(&g.sid)
+            .push_bind(iss.new_grant_bound());
+        // `expires_at`: the grant's bound, the latest expiry of any token issued under it.
+        // A client's standing grant is stored once; DO NOTHING takes no lock on the stored
         // row, so the client's concurrent requests do not queue behind each other (a
         // DO UPDATE locks the row even when its WHERE leaves it as it is).
-        sqlx::query(if iss.standing_grant {
-            "INSERT INTO grants (id, client_id, user_id, tenant, scope, audiences, auth_time, created_at, sid, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO NOTHING"
+        q.push(if iss.standing_grant {
+            ") ON CONFLICT (id) DO NOTHING)"
         } else {
-            "INSERT INTO grants (id, client_id, user_id, tenant, scope, audiences, auth_time, created_at, sid, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-        })
-        .bind(&g.id)
-        .bind(&g.client_id)
-        .bind(&g.user_id)
-        .bind(&g.tenant)
-        .bind(g.scope.to_string())
-        .bind(to_json(&g.audiences)?)
-        .bind(g.auth_time)
-        .bind(g.created_at)
-        .bind(&g.sid)
-        .bind(iss.new_grant_bound())
-        .execute(&mut *conn)
-        .await
-        .map_err(map_err)?;
+            "))"
+        });
     }
-    insert_audit(&mut *conn, &iss.audit).await?;
-    insert_access_token(&mut *conn, &iss.access).await?;
+    if !iss.audit.is_empty() {
+        next_part(&mut q);
+        q.push(
+            "new_audit AS (INSERT INTO audit_events (at, kind, tenant, actor, client_id, ip,
+             request_id, detail) ",
+        );
+        q.push_values(&iss.audit, |mut v, e| {
+            v.push_bind(e.at)
+                .push_bind(&e.kind)
+                .push_bind(&e.tenant)
+                .push_bind(&e.actor)
+                .push_bind(&e.client_id)
+                .push_bind(&e.ip)
+                .push_bind(&e.request_id)
+                .push_bind(&e.detail);
+        });
+        q.push(")");
+    }
     if let Some(r) = &iss.refresh {
-        sqlx::query(
-            "INSERT INTO refresh_tokens (hash, grant_id, access_token_hash, issued_at, expires_at, state)
-             VALUES ($1, $2, $3, $4, $5, 'active')",
-        )
-        .bind(r.hash.as_slice())
-        .bind(&r.grant.id)
-        .bind(r.access_token_hash.as_ref().map(|h| h.as_slice()))
-        .bind(r.issued_at)
-        .bind(r.expires_at)
-        .execute(&mut *conn)
-        .await
-        .map_err(map_err)?;
+        next_part(&mut q);
+        q.push(
+            "new_refresh AS (INSERT INTO refresh_tokens (hash, grant_id, access_token_hash,
+             issued_at, expires_at, state) VALUES (",
+        );
+        let mut v = q.separated(", ");
+        v.push_bind(r.hash.as_slice())
+            .push_bind(&r.grant.id)
+            .push_bind(r.access_token_hash.as_ref().map(|h| h.as_slice()))
+            .push_bind(r.issued_at)
+            .push_bind(r.expires_at);
+        q.push(", 'active'))");
     }
+    let a = &iss.access;
+    q.push(
+        " INSERT INTO access_tokens (hash, grant_id, client_id, user_id,
+         tenant, scope, audiences, issued_at, expires_at) VALUES (",
+    );
+    let mut v = q.separated(", ");
+    v.push_bind(a.hash.as_slice())
+        .push_bind(&a.grant_id)
+        .push_bind(&a.client_id)
+        .push_bind(&a.user_id)
+        .push_bind(&a.tenant)
+        .push_bind(a.scope.to_string())
+        .push_bind(to_json(&a.audiences)?)
+        .push_bind(a.issued_at)
+        .push_bind(a.expires_at);
+    q.push(")");
+    q.build().execute(&mut *conn).await.map_err(map_err)?;
     Ok(())
 }
 
@@ -962,9 +1005,9 @@ impl Store for PostgresStore {
     }
 
     async fn issue(&self, issuance: &Issuance) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
-        insert_issuance(&mut tx, issuance).await?;
-        tx.commit().await.map_err(map_err)
+        // One statement: atomic without a transaction around it.
+        let mut conn = self.pool.acquire().await.map_err(map_err)?;
+        insert_issuance(&mut conn, issuance).await
     }
 
     async fn get_access_token(&self, hash: &Hash) -> StoreResult<Option<AccessToken>> {
