@@ -542,53 +542,69 @@ async fn insert_audit(conn: &mut PgConnection, events: &[AuditEvent]) -> StoreRe
     Ok(())
 }
 
-/// An issuance as one statement (one round trip, atomic on its own): the grant, the audit
-/// events and the refresh token are data-modifying `WITH` parts of the access token's
-/// insert. A token stored under an existing grant that it outlives raises the grant's
-/// bound through the token tables' triggers (migration 7), so only new grants carry it.
-async fn insert_issuance(conn: &mut PgConnection, iss: &Issuance) -> StoreResult<()> {
-    let mut q = QueryBuilder::<Postgres>::new("");
-    let mut parts = 0;
-    // "WITH " before the first part, ", " between parts.
-    let mut next_part = |q: &mut QueryBuilder<Postgres>| {
-        q.push(if parts == 0 { "WITH " } else { ", " });
-        parts += 1;
-    };
-    if let Some(g) = &iss.new_grant {
-        next_part(&mut q);
-        q.push(
-            "new_grant AS (INSERT INTO grants (id, client_id, user_id, tenant, scope, audiences,
-             auth_time, created_at, sid, expires_at) VALUES (",
-        );
-        let mut v = q.separated(", ");
-        v.push_bind(&g.id)
-            .push_bind(&g.client_id)
-            .push_bind(&g.user_id)
-            .push_bind(&g.tenant)
-            .push_bind(g.scope.to_string())
-            .push_bind(to_json(&g.audiences)?)
-            .push_bind(g.auth_time)
-            .push_bind(g.created_at)
-            .push_bind(&g.sid)
-            .push_bind(iss.new_grant_bound());
-        // `expires_at`: the grant's bound, the latest expiry of any token issued under it.
-        // A client's standing grant is stored once; DO NOTHING takes no lock on the stored
-        // row, so the client's concurrent requests do not queue behind each other (a
-        // DO UPDATE locks the row even when its WHERE leaves it as it is).
-        q.push(if iss.standing_grant {
-            ") ON CONFLICT (id) DO NOTHING)"
-        } else {
-            "))"
-        });
+/// A statement built of data-modifying `WITH` parts: "WITH " before the first part, ", "
+/// between parts.
+struct WithParts<'a> {
+    q: QueryBuilder<'a, Postgres>,
+    parts: usize,
+}
+
+impl<'a> WithParts<'a> {
+    fn new() -> Self {
+        WithParts {
+            q: QueryBuilder::new(""),
+            parts: 0,
+        }
     }
-    if !iss.audit.is_empty() {
-        next_part(&mut q);
-        q.push(
-            "new_audit AS (INSERT INTO audit_events (at, kind, tenant, actor, client_id, ip,
-             request_id, detail) ",
-        );
-        q.push_values(&iss.audit, |mut v, e| {
-            v.push_bind(e.at)
+
+    /// Starts the next part, named `name`.
+    fn part(&mut self, name: &str) -> &mut QueryBuilder<'a, Postgres> {
+        self.q.push(if self.parts == 0 { "WITH " } else { ", " });
+        self.parts += 1;
+        self.q.push(name).push(" AS (");
+        &mut self.q
+    }
+
+    /// Pushes an issuance's rows as parts: the grant (if new), the audit events, the
+    /// access token and the refresh token, each inserted only if `guard` (a condition on
+    /// earlier parts, or `TRUE`) holds. The token tables' triggers raise the bound of an
+    /// existing grant a token outlives (migration 7), so only a new grant carries its bound.
+    fn push_issuance(&mut self, iss: &'a Issuance, guard: &str) -> StoreResult<()> {
+        if let Some(g) = &iss.new_grant {
+            let q = self.part("new_grant");
+            q.push(
+                "INSERT INTO grants (id, client_id, user_id, tenant, scope, audiences, auth_time,
+                 created_at, sid, expires_at) SELECT ",
+            );
+            q.separated(", ")
+                .push_bind(&g.id)
+                .push_bind(&g.client_id)
+                .push_bind(&g.user_id)
+                .push_bind(&g.tenant)
+                .push_bind(g.scope.to_string())
+                .push_bind(to_json(&g.audiences)?)
+                .push_bind(g.auth_time)
+                .push_bind(g.created_at)
+                .push_bind(&g.sid)
+                .push_bind(iss.new_grant_bound());
+            q.push(" WHERE ").push(guard);
+            // A client's standing grant is stored once; DO NOTHING takes no lock on the
+            // stored row, so the client's concurrent requests do not queue behind each
+            // other (a DO UPDATE locks the row even when its WHERE leaves it as it is).
+            q.push(if iss.standing_grant {
+                " ON CONFLICT (id) DO NOTHING)"
+            } else {
+                ")"
+            });
+        }
+        for (n, e) in iss.audit.iter().enumerate() {
+            let q = self.part(&format!("new_audit_{n}"));
+            q.push(
+                "INSERT INTO audit_events (at, kind, tenant, actor, client_id, ip, request_id,
+                 detail) SELECT ",
+            );
+            q.separated(", ")
+                .push_bind(e.at)
                 .push_bind(&e.kind)
                 .push_bind(&e.tenant)
                 .push_bind(&e.actor)
@@ -596,40 +612,54 @@ async fn insert_issuance(conn: &mut PgConnection, iss: &Issuance) -> StoreResult
                 .push_bind(&e.ip)
                 .push_bind(&e.request_id)
                 .push_bind(&e.detail);
-        });
-        q.push(")");
-    }
-    if let Some(r) = &iss.refresh {
-        next_part(&mut q);
+            q.push(" WHERE ").push(guard).push(")");
+        }
+        let a = &iss.access;
+        let q = self.part("new_access");
         q.push(
-            "new_refresh AS (INSERT INTO refresh_tokens (hash, grant_id, access_token_hash,
-             issued_at, expires_at, state) VALUES (",
+            "INSERT INTO access_tokens (hash, grant_id, client_id, user_id, tenant, scope,
+             audiences, issued_at, expires_at) SELECT ",
         );
-        let mut v = q.separated(", ");
-        v.push_bind(r.hash.as_slice())
-            .push_bind(&r.grant.id)
-            .push_bind(r.access_token_hash.as_ref().map(|h| h.as_slice()))
-            .push_bind(r.issued_at)
-            .push_bind(r.expires_at);
-        q.push(", 'active'))");
+        q.separated(", ")
+            .push_bind(a.hash.as_slice())
+            .push_bind(&a.grant_id)
+            .push_bind(&a.client_id)
+            .push_bind(&a.user_id)
+            .push_bind(&a.tenant)
+            .push_bind(a.scope.to_string())
+            .push_bind(to_json(&a.audiences)?)
+            .push_bind(a.issued_at)
+            .push_bind(a.expires_at);
+        q.push(" WHERE ").push(guard).push(")");
+        if let Some(r) = &iss.refresh {
+            let q = self.part("new_refresh");
+            q.push(
+                "INSERT INTO refresh_tokens (hash, grant_id, access_token_hash, issued_at,
+                 expires_at, state) SELECT ",
+            );
+            q.separated(", ")
+                .push_bind(r.hash.as_slice())
+                .push_bind(&r.grant.id)
+                .push_bind(r.access_token_hash.as_ref().map(|h| h.as_slice()))
+                .push_bind(r.issued_at)
+                .push_bind(r.expires_at);
+            q.push(", 'active' WHERE ").push(guard).push(")");
+        }
+        Ok(())
     }
-    let a = &iss.access;
-    q.push(
-        " INSERT INTO access_tokens (hash, grant_id, client_id, user_id,
-         tenant, scope, audiences, issued_at, expires_at) VALUES (",
-    );
-    let mut v = q.separated(", ");
-    v.push_bind(a.hash.as_slice())
-        .push_bind(&a.grant_id)
-        .push_bind(&a.client_id)
-        .push_bind(&a.user_id)
-        .push_bind(&a.tenant)
-        .push_bind(a.scope.to_string())
-        .push_bind(to_json(&a.audiences)?)
-        .push_bind(a.issued_at)
-        .push_bind(a.expires_at);
-    q.push(")");
-    q.build().execute(&mut *conn).await.map_err(map_err)?;
+}
+
+/// An issuance as one statement (one round trip, atomic on its own).
+async fn insert_issuance(conn: &mut PgConnection, iss: &Issuance) -> StoreResult<()> {
+    let mut statement = WithParts::new();
+    statement.push_issuance(iss, "TRUE")?;
+    statement.q.push(" SELECT 1");
+    statement
+        .q
+        .build()
+        .execute(&mut *conn)
+        .await
+        .map_err(map_err)?;
     Ok(())
 }
 
@@ -1124,50 +1154,56 @@ impl Store for PostgresStore {
         sealed_successor: Option<&[u8]>,
         now: UnixTime,
     ) -> StoreResult<Swap> {
-        let mut tx = self.begin().await?;
-        // A concurrent rotation of the same row waits here for the winner's commit, then
-        // re-checks `state = 'active'` and matches nothing.
-        let rotated = sqlx::query(
-            "UPDATE refresh_tokens SET state = 'rotated', rotated_at = $2,
-                    successor_hash = $3, successor_sealed = $4
-             WHERE hash = $1 AND state = 'active'
-               AND EXISTS (SELECT 1 FROM grants g
-                           WHERE g.id = refresh_tokens.grant_id AND g.revoked_at IS NULL)
-             RETURNING access_token_hash",
-        )
-        .bind(old.as_slice())
-        .bind(now)
-        .bind(issuance.refresh.as_ref().map(|r| r.hash.to_vec()))
-        .bind(sealed_successor)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        let Some(row) = rotated else {
-            return Ok(Swap::AlreadyUsed);
-        };
+        // One statement, one round trip. A concurrent rotation of the same row waits in
+        // `rotated` for the winner's commit, then re-checks `state = 'active'` and matches
+        // nothing; every other part is guarded by what `rotated` matched.
+        let successor = issuance.refresh.as_ref().map(|r| r.hash.to_vec());
+        let mut statement = WithParts::new();
+        statement
+            .part("rotated")
+            .push("UPDATE refresh_tokens SET state = 'rotated', rotated_at = ")
+            .push_bind(now)
+            .push(", successor_hash = ")
+            .push_bind(successor)
+            .push(", successor_sealed = ")
+            .push_bind(sealed_successor)
+            .push(" WHERE hash = ")
+            .push_bind(old.as_slice())
+            .push(
+                " AND state = 'active'
+                  AND EXISTS (SELECT 1 FROM grants g
+                              WHERE g.id = refresh_tokens.grant_id AND g.revoked_at IS NULL)
+                  RETURNING access_token_hash)",
+            );
         // This token is used now: its parent's sealed copy of it can never serve a retry
         // again, so it goes.
-        sqlx::query(
-            "UPDATE refresh_tokens SET successor_sealed = NULL
-             WHERE successor_hash = $1 AND successor_sealed IS NOT NULL",
-        )
-        .bind(old.as_slice())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        if let Some(access) = opt_hash_of(&row, "access_token_hash")? {
-            sqlx::query(
-                "UPDATE access_tokens SET revoked_at = $1 WHERE hash = $2 AND revoked_at IS NULL",
-            )
-            .bind(now)
-            .bind(access.as_slice())
-            .execute(&mut *tx)
+        statement
+            .part("unsealed")
+            .push("UPDATE refresh_tokens SET successor_sealed = NULL WHERE successor_hash = ")
+            .push_bind(old.as_slice())
+            .push(" AND successor_sealed IS NOT NULL AND EXISTS (SELECT 1 FROM rotated))");
+        // The access token issued with the rotated one is replaced.
+        statement
+            .part("replaced")
+            .push("UPDATE access_tokens SET revoked_at = ")
+            .push_bind(now)
+            .push(
+                " WHERE hash = (SELECT access_token_hash FROM rotated)
+                  AND revoked_at IS NULL)",
+            );
+        statement.push_issuance(issuance, "EXISTS (SELECT 1 FROM rotated)")?;
+        statement.q.push(" SELECT count(*) FROM rotated");
+        let rotated: i64 = statement
+            .q
+            .build_query_scalar()
+            .fetch_one(&self.pool)
             .await
             .map_err(map_err)?;
-        }
-        insert_issuance(&mut tx, issuance).await?;
-        tx.commit().await.map_err(map_err)?;
-        Ok(Swap::Done)
+        Ok(if rotated == 1 {
+            Swap::Done
+        } else {
+            Swap::AlreadyUsed
+        })
     }
 
     async fn retry_rotation(
