@@ -1016,22 +1016,30 @@ impl Store for PostgresStore {
         issuance: &Issuance,
         now: UnixTime,
     ) -> StoreResult<Swap> {
-        let mut tx = self.begin().await?;
-        let n =
-            sqlx::query("UPDATE auth_codes SET used_at = $1 WHERE hash = $2 AND used_at IS NULL")
-                .bind(now)
-                .bind(code_hash.as_slice())
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?
-                .rows_affected();
-        if n == 0 {
-            // Dropping the transaction rolls back; nothing was written anyway.
-            return Ok(Swap::AlreadyUsed);
-        }
-        insert_issuance(&mut tx, issuance).await?;
-        tx.commit().await.map_err(map_err)?;
-        Ok(Swap::Done)
+        // One statement, as `rotate_refresh_token`: a concurrent redemption of the same
+        // code waits in `redeemed` for the winner's commit, then re-checks
+        // `used_at IS NULL` and matches nothing, so it inserts nothing.
+        let mut statement = WithParts::new();
+        statement
+            .part("redeemed")
+            .push("UPDATE auth_codes SET used_at = ")
+            .push_bind(now)
+            .push(" WHERE hash = ")
+            .push_bind(code_hash.as_slice())
+            .push(" AND used_at IS NULL RETURNING 1)");
+        statement.push_issuance(issuance, "EXISTS (SELECT 1 FROM redeemed)")?;
+        statement.q.push(" SELECT count(*) FROM redeemed");
+        let redeemed: i64 = statement
+            .q
+            .build_query_scalar()
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(if redeemed == 1 {
+            Swap::Done
+        } else {
+            Swap::AlreadyUsed
+        })
     }
 
     async fn issue(&self, issuance: &Issuance) -> StoreResult<()> {
