@@ -565,6 +565,23 @@ impl<'a> WithParts<'a> {
         &mut self.q
     }
 
+    /// Runs the statement as a compare-and-set whose first part, `cas`, matched the one
+    /// row it swaps, or nothing (another caller won it).
+    async fn swap(mut self, pool: &PgPool, cas: &str) -> StoreResult<Swap> {
+        self.q.push(" SELECT count(*) FROM ").push(cas);
+        let swapped: i64 = self
+            .q
+            .build_query_scalar()
+            .fetch_one(pool)
+            .await
+            .map_err(map_err)?;
+        Ok(if swapped == 1 {
+            Swap::Done
+        } else {
+            Swap::AlreadyUsed
+        })
+    }
+
     /// Pushes an issuance's rows as parts: the grant (if new), the audit events, the
     /// access token and the refresh token, each inserted only if `guard` (a condition on
     /// earlier parts, or `TRUE`) holds. The token tables' triggers raise the bound of an
@@ -1028,18 +1045,7 @@ impl Store for PostgresStore {
             .push_bind(code_hash.as_slice())
             .push(" AND used_at IS NULL RETURNING 1)");
         statement.push_issuance(issuance, "EXISTS (SELECT 1 FROM redeemed)")?;
-        statement.q.push(" SELECT count(*) FROM redeemed");
-        let redeemed: i64 = statement
-            .q
-            .build_query_scalar()
-            .fetch_one(&self.pool)
-            .await
-            .map_err(map_err)?;
-        Ok(if redeemed == 1 {
-            Swap::Done
-        } else {
-            Swap::AlreadyUsed
-        })
+        statement.swap(&self.pool, "redeemed").await
     }
 
     async fn issue(&self, issuance: &Issuance) -> StoreResult<()> {
@@ -1200,18 +1206,7 @@ impl Store for PostgresStore {
                   AND revoked_at IS NULL)",
             );
         statement.push_issuance(issuance, "EXISTS (SELECT 1 FROM rotated)")?;
-        statement.q.push(" SELECT count(*) FROM rotated");
-        let rotated: i64 = statement
-            .q
-            .build_query_scalar()
-            .fetch_one(&self.pool)
-            .await
-            .map_err(map_err)?;
-        Ok(if rotated == 1 {
-            Swap::Done
-        } else {
-            Swap::AlreadyUsed
-        })
+        statement.swap(&self.pool, "rotated").await
     }
 
     async fn retry_rotation(
