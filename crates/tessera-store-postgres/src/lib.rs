@@ -314,6 +314,24 @@ impl PostgresStore {
     async fn begin(&self) -> StoreResult<sqlx::Transaction<'static, Postgres>> {
         self.pool.begin().await.map_err(map_err)
     }
+
+    /// Runs a combined read (`$1` the client id, `$2` the token hash, the client's columns
+    /// left-joined): its one row, and the client in it if there is one.
+    async fn combined_read(
+        &self,
+        sql: &'static str,
+        client_id: &str,
+        token_hash: &Hash,
+    ) -> StoreResult<(PgRow, Option<Client>)> {
+        let row = sqlx::query(sql)
+            .bind(storable(client_id).then_some(client_id))
+            .bind(token_hash.as_slice())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map_err)?;
+        let client = joined(&row, "settings", client_from)?;
+        Ok((row, client))
+    }
 }
 
 fn get<'r, T>(row: &'r PgRow, col: &str) -> StoreResult<T>
@@ -422,6 +440,16 @@ fn refresh_token_from(r: &PgRow) -> StoreResult<RefreshToken> {
 fn present(row: &PgRow, col: &str) -> StoreResult<bool> {
     use sqlx::ValueRef;
     Ok(!row.try_get_raw(col).map_err(map_err)?.is_null())
+}
+
+/// A left-joined part of a row, read by `read` if it was found (`col`: one of its NOT NULL
+/// columns).
+fn joined<T>(
+    row: &PgRow,
+    col: &str,
+    read: impl FnOnce(&PgRow) -> StoreResult<T>,
+) -> StoreResult<Option<T>> {
+    present(row, col)?.then(|| read(row)).transpose()
 }
 
 fn user_from(row: &PgRow) -> StoreResult<User> {
@@ -1087,24 +1115,15 @@ impl Store for PostgresStore {
         client_id: &str,
         token_hash: &Hash,
     ) -> StoreResult<(Option<Client>, Option<AccessToken>)> {
-        let row = sqlx::query(concat!(
+        let sql = concat!(
             "SELECT c.secret_hash, c.settings, ",
             access_token_columns!(),
             " FROM (SELECT 1) AS one
               LEFT JOIN clients c ON c.id = $1
               LEFT JOIN (access_tokens a JOIN grants g ON g.id = a.grant_id) ON a.hash = $2"
-        ))
-        .bind(storable(client_id).then_some(client_id))
-        .bind(token_hash.as_slice())
-        .fetch_one(&self.pool)
-        .await
-        .map_err(map_err)?;
-        let client = present(&row, "settings")?
-            .then(|| client_from(&row))
-            .transpose()?;
-        let token = present(&row, "hash")?
-            .then(|| access_token_from(&row))
-            .transpose()?;
+        );
+        let (row, client) = self.combined_read(sql, client_id, token_hash).await?;
+        let token = joined(&row, "hash", access_token_from)?;
         Ok((client, token))
     }
 
@@ -1115,7 +1134,7 @@ impl Store for PostgresStore {
         client_id: &str,
         token_hash: &Hash,
     ) -> StoreResult<RefreshLookup> {
-        let row = sqlx::query(concat!(
+        let sql = concat!(
             "SELECT c.secret_hash, c.settings, ",
             refresh_token_columns!(),
             ", u.id AS u_id, u.tenant AS u_tenant, u.username AS u_username,
@@ -1125,32 +1144,25 @@ impl Store for PostgresStore {
              LEFT JOIN clients c ON c.id = $1
              LEFT JOIN (refresh_tokens r JOIN grants g ON g.id = r.grant_id) ON r.hash = $2
              LEFT JOIN users u ON u.id = g.user_id"
-        ))
-        .bind(storable(client_id).then_some(client_id))
-        .bind(token_hash.as_slice())
-        .fetch_one(&self.pool)
-        .await
-        .map_err(map_err)?;
-        let client = present(&row, "settings")?
-            .then(|| client_from(&row))
-            .transpose()?;
-        let token = present(&row, "hash")?
-            .then(|| refresh_token_from(&row))
-            .transpose()?;
+        );
+        let (row, client) = self.combined_read(sql, client_id, token_hash).await?;
+        let token = joined(&row, "hash", refresh_token_from)?;
         let wanted = token
             .as_ref()
             .and_then(RefreshLookup::user_wanted)
             .is_some();
-        let user = if wanted && present(&row, "u_id")? {
-            Some(User {
-                id: get(&row, "u_id")?,
-                tenant: get(&row, "u_tenant")?,
-                username: get(&row, "u_username")?,
-                email: get(&row, "u_email")?,
-                name: get(&row, "u_name")?,
-                password_hash: get(&row, "u_password_hash")?,
-                created_at: get(&row, "u_created_at")?,
-            })
+        let user = if wanted {
+            joined(&row, "u_id", |row| {
+                Ok(User {
+                    id: get(row, "u_id")?,
+                    tenant: get(row, "u_tenant")?,
+                    username: get(row, "u_username")?,
+                    email: get(row, "u_email")?,
+                    name: get(row, "u_name")?,
+                    password_hash: get(row, "u_password_hash")?,
+                    created_at: get(row, "u_created_at")?,
+                })
+            })?
         } else {
             None
         };
