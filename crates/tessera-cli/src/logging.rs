@@ -1,8 +1,8 @@
 //! The server's log output: lines are gathered in memory and written to stderr in batches.
 //!
-//! Every token response logs its audit line; writing each line with its own `write(2)`
-//! from the async worker threads cost a system call per request (about a tenth of the
-//! client-credentials throughput, measured). Here info and debug lines are written when
+//! Writing each line with its own `write(2)` from the async worker threads cost a system
+//! call per logged request (about a tenth of the client-credentials throughput when every
+//! token response logged its audit line at info, measured). Here info and debug lines are written when
 //! the buffer fills or at the latest [`FLUSH_INTERVAL`] later; a warning or an error is
 //! written at once, together with everything before it, so the lines stay in order and
 //! the ones an operator acts on are never held back. What the lines record durably (the

@@ -1,6 +1,11 @@
 //! The audit trail: every security-relevant event is appended to the store (durable
 //! before the response, like the grant it describes) and logged under target `audit`.
 //! Events carry ids, names and addresses, never a secret.
+//!
+//! Routine successes that come at request rate (a token issued or refreshed) are logged
+//! at debug, the rest at info: as Keycloak logs its successful events at debug and its
+//! errors at warn. Every one of them is in the store either way (`tessera audit`); an
+//! operator who wants them in the log too sets `RUST_LOG=info,audit=debug`.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -73,17 +78,32 @@ pub fn event(state: &AppState, origin: &Origin, kind: &str, subject: Subject<'_>
     }
 }
 
+/// One audit line at `$level` (tracing's macros take the level as a constant).
+macro_rules! audit_line {
+    ($level:expr, $event:expr) => {
+        tracing::event!(
+            target: "audit",
+            $level,
+            kind = %$event.kind,
+            tenant = $event.tenant.as_deref(),
+            actor = $event.actor.as_deref(),
+            client_id = $event.client_id.as_deref(),
+            ip = $event.ip.as_deref(),
+            request_id = $event.request_id.as_deref(),
+            detail = $event.detail.as_deref(),
+            "audit"
+        )
+    };
+}
+
 /// Logs a stored event under target `audit`.
 pub fn log(event: &AuditEvent) {
-    tracing::info!(
-        target: "audit",
-        kind = %event.kind,
-        tenant = event.tenant.as_deref(),
-        actor = event.actor.as_deref(),
-        client_id = event.client_id.as_deref(),
-        ip = event.ip.as_deref(),
-        request_id = event.request_id.as_deref(),
-        detail = event.detail.as_deref(),
-        "audit"
-    );
+    audit_line!(tracing::Level::INFO, event);
+}
+
+/// [`log`] at debug, for the events of routine successes (see the module comment): at
+/// info, their lines were a sixteenth of a client-credentials request's instructions, and
+/// a line per token at tens of thousands of tokens a second.
+pub fn log_routine(event: &AuditEvent) {
+    audit_line!(tracing::Level::DEBUG, event);
 }

@@ -52,35 +52,49 @@ pub async fn token(
         .into());
     }
     let grant_type = request.grant_type().as_str();
+    // Each grant's future is boxed: inline, the largest of them made this handler's
+    // future 8.7 KiB, copied whole at every move on the way into axum's box (memcpy was
+    // 8 % of a client-credentials request's instructions; docs/benchmarks.md, session 9).
     let minted = match request {
         TokenRequest::AuthorizationCode {
             code,
             redirect_uri,
             code_verifier,
         } => {
-            authorization_code(
+            Box::pin(authorization_code(
                 &state,
                 &origin,
                 &client,
                 &code,
                 redirect_uri.as_deref(),
                 code_verifier.as_deref(),
-            )
+            ))
             .await?
         }
         TokenRequest::RefreshToken { scope, .. } => {
             // Always read above for this grant; an empty lookup would be invalid_grant.
             let (hash, found) = presented_refresh.take().unwrap_or_default();
-            refresh(&state, &origin, &client, hash, found, scope.as_ref()).await?
+            Box::pin(refresh(
+                &state,
+                &origin,
+                &client,
+                hash,
+                found,
+                scope.as_ref(),
+            ))
+            .await?
         }
         TokenRequest::ClientCredentials { scope, audiences } => {
-            client_credentials(&state, &origin, &client, scope, audiences).await?
+            Box::pin(client_credentials(
+                &state, &origin, &client, scope, audiences,
+            ))
+            .await?
         }
     };
     crate::metrics::event("token_issued", grant_type);
     // Stored with the tokens (one commit); logged once it is.
     for event in &minted.issuance.audit {
-        crate::audit::log(event);
+        crate::audit::log_routine(event);
     }
     let mut resp = Json(minted.response()).into_response();
     let h = resp.headers_mut();
