@@ -211,3 +211,43 @@ async fn the_janitor_keeps_the_audit_trail_for_the_retention_period_only() {
     assert_eq!(kept.audit_events, 0);
     assert_eq!(server.store.list_audit(0, 100).await.unwrap().len(), 1);
 }
+
+/// The log carries every audit event under target `audit`: routine successes at request
+/// rate (a token issued) at debug, everything else (a failed client authentication) at
+/// info, each on the line of its own request id.
+#[tokio::test]
+async fn token_issuance_is_logged_at_debug_and_failures_at_info() {
+    let server = TestServer::start().await;
+    let client = server
+        .client(ClientSpec {
+            name: "log levels".into(),
+            grant_types: Some("client_credentials".into()),
+            ..Default::default()
+        })
+        .await;
+    let form = [("grant_type", "client_credentials")];
+    let (status, issued, _) = server
+        .post_form("/oauth2/token", &form, client.basic())
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, failed, _) = server
+        .post_form("/oauth2/token", &form, Some((&client.id, "not the secret")))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let audit_line = |headers: &reqwest::header::HeaderMap, kind: &str| {
+        let id = headers["x-request-id"].to_str().unwrap().to_owned();
+        let logs = tessera_testkit::logs();
+        logs.lines()
+            .find(|l| {
+                l.contains(" audit: ")
+                    && l.contains(&format!("kind={kind}"))
+                    && l.contains(&format!("request_id=\"{id}\""))
+            })
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("no {kind} audit line for request {id} in:\n{logs}"))
+    };
+    let line = audit_line(&issued, "token.issued");
+    assert!(line.contains(" DEBUG "), "{line}");
+    let line = audit_line(&failed, "client.auth_failed");
+    assert!(line.contains(" INFO "), "{line}");
+}
