@@ -2,12 +2,13 @@
 //!
 //! Writing each line with its own `write(2)` from the async worker threads cost a system
 //! call per logged request (about a tenth of the client-credentials throughput when every
-//! token response logged its audit line at info, measured). Here info and debug lines are written when
-//! the buffer fills or at the latest [`FLUSH_INTERVAL`] later; a warning or an error is
-//! written at once, together with everything before it, so the lines stay in order and
-//! the ones an operator acts on are never held back. What the lines record durably (the
-//! audit trail) is in the store, committed before the response; a process killed with
-//! SIGKILL can lose at most the last interval of log lines, never a stored event.
+//! token response logged its audit line at info, measured). Here info and debug lines are
+//! written when the buffer fills or at the latest [`FLUSH_INTERVAL`] later; a warning or an
+//! error is written at once, together with everything before it, so the lines stay in
+//! order and the ones an operator acts on are never held back. What the lines record
+//! durably (the audit trail) is in the store, committed before the response; a process
+//! killed with SIGKILL can lose at most the last interval of log lines, never a stored
+//! event.
 
 use std::io::{self, BufWriter, Write};
 use std::sync::{Mutex, MutexGuard, OnceLock};
