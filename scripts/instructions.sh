@@ -10,7 +10,8 @@
 # contract describes, restarts it under `valgrind --tool=callgrind`, warms up, zeroes the
 # counters, sends N requests on one keep-alive connection, and dumps. Needs valgrind and
 # python3; `refresh` also the shared harness's tessera-refresh-tokens.py. Writes
-# OUT.incl (inclusive costs per function; OUT defaults to ./callgrind-SCENARIO). Note
+# OUT.incl (inclusive costs per function; OUT defaults to ./callgrind-SCENARIO) and the raw
+# profile as OUT.callgrind (for callgrind_annotate with other options). Note
 # that valgrind's CPU has no SHA extensions, so SHA-256 counts as its portable code.
 set -euo pipefail
 BIN=$(realpath "$1"); SCEN=$2; N=${3:-2000}; OUT=${4:-callgrind-$SCEN}
@@ -65,5 +66,6 @@ drive "$N" "$RT"
 callgrind_control -d "$P" >/dev/null 2>&1
 F=$(ls "$D"/cg.out.* | head -1)
 callgrind_annotate --inclusive=yes "$F" >"$OUT.incl" 2>/dev/null
+cp "$F" "$OUT.callgrind"
 TOTAL=$(grep -m1 "PROGRAM TOTALS" "$OUT.incl" | awk '{gsub(",", "", $1); print $1}')
 echo "$SCEN: $((TOTAL / N)) instructions per request ($N requests; profile in $OUT.incl)"

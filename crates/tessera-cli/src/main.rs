@@ -771,6 +771,7 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_writer(logging::Stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .event_format(tessera_server::LogFormat)
         .try_init();
 }
 

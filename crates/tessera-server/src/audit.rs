@@ -15,21 +15,25 @@ use tessera_core::model::AuditEvent;
 
 use crate::AppState;
 
-/// Identifies one request in logs and audit events; also sent as `X-Request-Id`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestId(pub String);
+/// Identifies one request in logs and audit events; also sent as `X-Request-Id`. Written
+/// as a per-process random prefix and a counter: unique, cheap, unguessable enough for
+/// correlation (it is not a secret). A number until written, so that a request whose
+/// log lines never name it does not format it twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestId(u64);
 
 impl RequestId {
-    /// A per-process random prefix and a counter: unique, cheap, unguessable enough for
-    /// correlation (it is not a secret).
     pub fn next() -> RequestId {
-        static PREFIX: OnceLock<String> = OnceLock::new();
         static COUNTER: AtomicU64 = AtomicU64::new(0);
+        RequestId(COUNTER.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        static PREFIX: OnceLock<String> = OnceLock::new();
         let prefix = PREFIX.get_or_init(|| tessera_crypto::random_id(6).unwrap_or_default());
-        RequestId(format!(
-            "{prefix}-{}",
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ))
+        write!(f, "{prefix}-{}", self.0)
     }
 }
 

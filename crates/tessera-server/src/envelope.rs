@@ -1,5 +1,6 @@
 //! The one middleware every request passes through: it names the request (id, client
-//! address, log span), counts it in the metrics, and adds the security headers.
+//! address, what its log lines say about it), counts it in the metrics, and adds the
+//! security headers.
 //!
 //! One layer rather than four: each axum `from_fn` layer boxes a future and clones the
 //! inner service per request, which showed in profiles of the cheapest endpoints.
@@ -11,10 +12,10 @@ use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
-use tracing::Instrument;
 
 use crate::audit::{Origin, RequestId};
 use crate::limits::ClientIp;
+use crate::request_log::{self, RequestLine};
 use crate::AppState;
 
 pub async fn envelope(State(state): State<AppState>, req: Request, next: Next) -> Response {
@@ -22,8 +23,7 @@ pub async fn envelope(State(state): State<AppState>, req: Request, next: Next) -
 }
 
 /// The envelope of the fixed documents (discovery, JWKS, static assets, liveness), whose
-/// handlers never log: the same, but without a log span, which was a seventh of such a
-/// request's instructions.
+/// handlers never log: the same, but without naming the request for log lines.
 pub async fn envelope_without_span(
     State(state): State<AppState>,
     req: Request,
@@ -32,7 +32,7 @@ pub async fn envelope_without_span(
     wrap(&state, req, next, false).await
 }
 
-async fn wrap(state: &AppState, mut req: Request, next: Next, with_span: bool) -> Response {
+async fn wrap(state: &AppState, mut req: Request, next: Next, logged: bool) -> Response {
     let started = Instant::now();
     let peer = req
         .extensions()
@@ -41,34 +41,39 @@ async fn wrap(state: &AppState, mut req: Request, next: Next, with_span: bool) -
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
     let ip = state.0.limits.client_ip(peer, req.headers());
     let request_id = RequestId::next();
-    let request_id_header = HeaderValue::from_str(&request_id.0).ok();
+    let request_id_text = request_id.to_string();
+    let request_id_header = HeaderValue::from_str(&request_id_text).ok();
     // An `Arc<str>` clone: the route's name outlives the request without a copy.
     let route = req.extensions().get::<MatchedPath>().cloned();
     let method = req.method().clone();
-    // Spans name the path only: query strings can carry codes and state.
-    let span = if with_span {
-        tracing::info_span!("request", method = %method, path = %req.uri().path())
-    } else {
-        tracing::Span::none()
-    };
+    // Log lines name the path only (`RequestLine`): query strings can carry codes and state.
+    let line = logged.then(|| RequestLine {
+        id: request_id,
+        method: method.clone(),
+        uri: req.uri().clone(),
+    });
     let extensions = req.extensions_mut();
     extensions.insert(ClientIp(ip));
     extensions.insert(Origin {
         ip: Some(ip),
-        request_id: Some(request_id.0),
+        request_id: Some(request_id_text),
     });
-    let mut resp = next.run(req).instrument(span.clone()).await;
-    let headers = resp.headers_mut();
-    crate::security::apply_headers(headers, state.settings().secure_cookies());
-    if let Some(h) = request_id_header {
-        headers.insert("x-request-id", h);
-    }
-    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    let elapsed = started.elapsed();
-    let status = resp.status().as_u16();
-    crate::metrics::record_request(route, &method, status, elapsed);
-    span.in_scope(|| {
+    let finish = async move {
+        let mut resp = next.run(req).await;
+        let headers = resp.headers_mut();
+        crate::security::apply_headers(headers, state.settings().secure_cookies());
+        if let Some(h) = request_id_header {
+            headers.insert("x-request-id", h);
+        }
+        let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+        let elapsed = started.elapsed();
+        let status = resp.status().as_u16();
+        crate::metrics::record_request(route, &method, status, elapsed);
         tracing::debug!(target: "tessera::http", status, latency = ?elapsed, "finished processing request");
-    });
-    resp
+        resp
+    };
+    match line {
+        Some(line) => request_log::scope(line, finish).await,
+        None => finish.await,
+    }
 }

@@ -16,6 +16,7 @@ pub mod keys;
 pub mod limits;
 mod metrics;
 mod pages;
+mod request_log;
 mod routes;
 mod security;
 pub mod self_service;
@@ -25,6 +26,7 @@ mod state;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::Settings;
 pub use connections::ConnectionLimits;
+pub use request_log::LogFormat;
 pub use state::{sealer, AppState};
 
 use std::future::Future;

@@ -54,6 +54,7 @@ fn install_log_capture() {
         let _ = tracing_subscriber::fmt()
             .with_max_level(tracing::Level::TRACE)
             .with_ansi(false)
+            .event_format(tessera_server::LogFormat)
             .with_writer(move || writer.clone())
             .try_init();
         buf

@@ -251,3 +251,36 @@ async fn token_issuance_is_logged_at_debug_and_failures_at_info() {
     let line = audit_line(&failed, "client.auth_failed");
     assert!(line.contains(" INFO "), "{line}");
 }
+
+/// A line written while serving a request names the request: the id the response carried
+/// as `X-Request-Id`, its method and its path, never its query string.
+#[tokio::test]
+async fn a_line_written_inside_a_request_names_its_request_id_method_and_path() {
+    let server = TestServer::start().await;
+    let client = server
+        .client(ClientSpec {
+            name: "request lines".into(),
+            grant_types: Some("client_credentials".into()),
+            ..Default::default()
+        })
+        .await;
+    let marker = tessera_crypto::random_id(16).unwrap();
+    let (status, headers, _) = server
+        .post_form(
+            &format!("/oauth2/token?state={marker}"),
+            &[("grant_type", "client_credentials")],
+            Some((&client.id, "not the secret")),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let id = headers["x-request-id"].to_str().unwrap();
+    let logs = tessera_testkit::logs();
+    let prefix = format!("request{{id={id} method=POST path=/oauth2/token}}: audit: ");
+    let line = logs
+        .lines()
+        .find(|l| l.contains(&prefix))
+        .unwrap_or_else(|| panic!("no line starting {prefix:?} in:\n{logs}"));
+    assert!(line.contains("kind=client.auth_failed"), "{line}");
+    assert!(line.contains(" INFO "), "{line}");
+    assert!(!logs.contains(&marker), "the query string reached the log");
+}
