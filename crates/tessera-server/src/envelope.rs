@@ -1,8 +1,9 @@
 //! The one middleware every request passes through: it names the request (id, client
-//! address, what its log lines say about it), counts it in the metrics, and adds the
+//! address, what its log lines say about it), guards the client endpoints against
+//! addresses with too many failures, counts the request in the metrics, and adds the
 //! security headers.
 //!
-//! One layer rather than four: each axum `from_fn` layer boxes a future and clones the
+//! One layer rather than five: each axum `from_fn` layer boxes a future and clones the
 //! inner service per request, which showed in profiles of the cheapest endpoints.
 
 use std::net::SocketAddr;
@@ -58,8 +59,15 @@ async fn wrap(state: &AppState, mut req: Request, next: Next, logged: bool) -> R
         ip: Some(ip),
         request_id: Some(request_id_text),
     });
+    let guarded = route
+        .as_ref()
+        .is_some_and(|r| crate::routes::is_client_endpoint(r.as_str()));
     let finish = async move {
-        let mut resp = next.run(req).await;
+        let mut resp = if guarded {
+            crate::limits::guard_client_endpoint(state, ip, req, next).await
+        } else {
+            next.run(req).await
+        };
         let headers = resp.headers_mut();
         crate::security::apply_headers(headers, state.settings().secure_cookies());
         if let Some(h) = request_id_header {

@@ -347,18 +347,18 @@ mod tests {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientIp(pub IpAddr);
 
-/// Token, introspection and revocation: an address with too many recent failures is
-/// refused before any work; every 400 answered counts as a failure.
-pub async fn client_endpoint_guard(
-    axum::extract::State(state): axum::extract::State<crate::AppState>,
+/// Token, introspection and revocation ([`crate::routes::is_client_endpoint`]): an
+/// address with too many recent failures is refused before any work; every 400 answered
+/// counts as a failure. The request envelope runs it rather than a layer of its own: each
+/// axum layer boxes a future and clones the service inside it, at every request.
+pub(crate) async fn guard_client_endpoint(
+    state: &crate::AppState,
+    ip: IpAddr,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     let limits = &state.0.limits;
-    let Some(ClientIp(ip)) = req.extensions().get::<ClientIp>().copied() else {
-        return next.run(req).await;
-    };
     if !limits.settings.enabled {
         return next.run(req).await;
     }
@@ -369,7 +369,7 @@ pub async fn client_endpoint_guard(
                 detail: Some(format!("endpoint={}", req.uri().path())),
                 ..Default::default()
             };
-            crate::audit::record(&state, &origin, "rate_limit.hit", subject).await;
+            crate::audit::record(state, &origin, "rate_limit.hit", subject).await;
         }
         return crate::error::ApiError::RateLimited(wait).into_response();
     }

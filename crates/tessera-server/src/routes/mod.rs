@@ -22,27 +22,30 @@ use crate::extract::header_str;
 use crate::limits::ClientIp;
 use crate::AppState;
 
+/// The token endpoint and its aliases.
+const TOKEN_PATHS: [&str; 3] = ["/oauth2/token", "/oauth/token", "/token"];
+const REVOKE_PATH: &str = "/oauth2/revoke";
+const INTROSPECT_PATH: &str = "/oauth2/introspect";
+
+/// The endpoints where clients authenticate, whose failures count against the caller's
+/// address (`limits::guard_client_endpoint`). `route` is the matched route.
+pub(crate) fn is_client_endpoint(route: &str) -> bool {
+    TOKEN_PATHS.contains(&route) || route == REVOKE_PATH || route == INTROSPECT_PATH
+}
+
 pub fn router(state: AppState) -> Router {
     let authorize = get(authorize::get).post(authorize::post);
-    let guard =
-        || middleware::from_fn_with_state(state.clone(), crate::limits::client_endpoint_guard);
-    let token = post(token::token).route_layer(guard());
+    let token = post(token::token);
     let userinfo = get(resource::userinfo_get).post(resource::userinfo_post);
     Router::new()
         .route("/oauth2/authorize", authorize.clone())
         .route("/authorize", authorize.clone())
         .route("/oauth/authorize", authorize)
-        .route("/oauth2/token", token.clone())
-        .route("/oauth/token", token.clone())
-        .route("/token", token)
-        .route(
-            "/oauth2/revoke",
-            post(resource::revoke).route_layer(guard()),
-        )
-        .route(
-            "/oauth2/introspect",
-            post(resource::introspect).route_layer(guard()),
-        )
+        .route(TOKEN_PATHS[0], token.clone())
+        .route(TOKEN_PATHS[1], token.clone())
+        .route(TOKEN_PATHS[2], token)
+        .route(REVOKE_PATH, post(resource::revoke))
+        .route(INTROSPECT_PATH, post(resource::introspect))
         .route("/userinfo", userinfo)
         .route("/v1/users/me", get(resource::users_me))
         .route("/login", get(pages::login_get).post(pages::login_post))

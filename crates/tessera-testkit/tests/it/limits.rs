@@ -70,6 +70,67 @@ async fn bad_client_credentials_storm_gets_429_then_recovers() {
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
+/// The block covers every endpoint where clients authenticate, under each of its paths,
+/// and nothing else.
+#[tokio::test]
+async fn a_blocked_address_is_refused_at_every_client_endpoint_and_only_there() {
+    let server = TestServer::start_with(|s| {
+        s.rate_limits.token_failures = Bucket {
+            burst: 10,
+            per_minute: 1,
+        };
+        s.rate_limits.client_auth_failure_cost = 10;
+    })
+    .await;
+    let client = cc_client(&server).await;
+    // Another client, whose own id is not blocked: what refuses it is its address.
+    let other = server
+        .client(ClientSpec {
+            name: "another svc".into(),
+            grant_types: Some("client_credentials".into()),
+            ..Default::default()
+        })
+        .await;
+    // The first failure fits the burst; the second overdraws it and blocks the address.
+    for _ in 0..2 {
+        let (status, _, _) = server
+            .post_form(
+                "/oauth2/token",
+                &[("grant_type", "client_credentials")],
+                Some((&client.id, "wrong")),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    for path in [
+        "/oauth2/token",
+        "/oauth/token",
+        "/token",
+        "/oauth2/revoke",
+        "/oauth2/introspect",
+    ] {
+        let (status, headers, _) = server
+            .post_form(path, &[("token", "anything")], other.basic())
+            .await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{path}");
+        assert!(headers.get("retry-after").is_some(), "{path}");
+    }
+    for path in [
+        "/.well-known/openid-configuration",
+        "/health/ready",
+        "/login",
+    ] {
+        let status = server
+            .http()
+            .get(server.url(path))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, StatusCode::OK, "{path}");
+    }
+}
+
 /// The defaults never throttle a well-behaved integration: hundreds of good requests and
 /// a few dozen failures from one address pass untouched.
 #[tokio::test]
