@@ -25,11 +25,7 @@ pub async fn envelope(State(state): State<AppState>, req: Request, next: Next) -
 
 /// The envelope of the fixed documents (discovery, JWKS, static assets, liveness), whose
 /// handlers never log: the same, but without naming the request for log lines.
-pub async fn envelope_without_span(
-    State(state): State<AppState>,
-    req: Request,
-    next: Next,
-) -> Response {
+pub async fn envelope_unnamed(State(state): State<AppState>, req: Request, next: Next) -> Response {
     wrap(&state, req, next, false).await
 }
 

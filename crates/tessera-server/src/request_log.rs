@@ -91,13 +91,16 @@ where
         w.write_char(' ')?;
         styled(&mut w, level_color(level), format_args!("{level:>5}"))?;
         w.write_char(' ')?;
-        let _ = CURRENT.try_with(|r| -> fmt::Result {
-            styled(&mut w, BOLD, "request{")?;
-            write!(w, "id={} method={} path={}", r.id, r.method, r.uri.path())?;
-            styled(&mut w, BOLD, "}")?;
-            styled(&mut w, DIM, ":")?;
-            w.write_char(' ')
-        });
+        // Outside a request (start-up, background work) there is none to name.
+        CURRENT
+            .try_with(|r| -> fmt::Result {
+                styled(&mut w, BOLD, "request{")?;
+                write!(w, "id={} method={} path={}", r.id, r.method, r.uri.path())?;
+                styled(&mut w, BOLD, "}")?;
+                styled(&mut w, DIM, ":")?;
+                w.write_char(' ')
+            })
+            .unwrap_or(Ok(()))?;
         if let Some(scope) = ctx.event_scope() {
             for span in scope.from_root() {
                 styled(&mut w, BOLD, span.metadata().name())?;

@@ -92,7 +92,8 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The fixed documents: their handlers never log, so their envelope opens no log span.
+/// The fixed documents: their handlers never log, so their envelope does not name the
+/// request for log lines.
 fn documents(state: &AppState) -> Router<AppState> {
     let discovery = get(meta::discovery);
     Router::new()
@@ -105,7 +106,7 @@ fn documents(state: &AppState) -> Router<AppState> {
         .route("/static/settings.js", get(settings::settings_js))
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            crate::envelope::envelope_without_span,
+            crate::envelope::envelope_unnamed,
         ))
 }
 
