@@ -794,11 +794,27 @@ fn insert_access_token(conn: &Connection, a: &AccessToken) -> StoreResult<()> {
         ])
     })
     .map_err(map_err)?;
+    raise_grant_bound(conn, &a.grant_id, a.issued_at, a.expires_at)
+}
+
+/// Keeps a grant's bound on the expiry of its tokens (migrations 7 and 8), after every
+/// token insert: a token that outlives the bound raises it to one more token lifetime
+/// beyond the token, so a refresh chain writes its grant's row once per lifetime rather
+/// than per rotation.
+fn raise_grant_bound(
+    conn: &Connection,
+    grant_id: &str,
+    issued_at: i64,
+    expires_at: i64,
+) -> StoreResult<()> {
+    conn.prepare_cached(
+        "UPDATE grants SET expires_at = ?2 + max(?2 - ?3, 0) WHERE id = ?1 AND expires_at < ?2",
+    )
+    .and_then(|mut s| s.execute(params![grant_id, expires_at, issued_at]))
+    .map_err(map_err)?;
     Ok(())
 }
 
-/// A token stored under an existing grant that it outlives raises the grant's bound
-/// through the token tables' triggers (migration 7), so only new grants need it here.
 fn insert_issuance(conn: &Connection, iss: &Issuance) -> StoreResult<()> {
     if let Some(g) = &iss.new_grant {
         insert_grant(conn, g, iss.new_grant_bound(), iss.standing_grant)?;
@@ -820,6 +836,7 @@ fn insert_issuance(conn: &Connection, iss: &Issuance) -> StoreResult<()> {
             ])
         })
         .map_err(map_err)?;
+        raise_grant_bound(conn, &r.grant.id, r.issued_at, r.expires_at)?;
     }
     Ok(())
 }
