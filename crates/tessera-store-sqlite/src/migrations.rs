@@ -193,9 +193,9 @@ END;
     // (`raise_grant_bound`), not by triggers: a trigger makes the insert a statement of
     // several writes, which SQLite guards with a statement journal, a copy of every page
     // the insert touches (docs/benchmarks.md, session 10). One process serves a SQLite
-    // store; an older server still running on a store migrated under it would leave
-    // bounds unraised, which matters only after a whole token lifetime, since every raise
-    // leaves one lifetime of slack.
+    // store. An older server still running on a store a newer CLI migrated under it
+    // raises no bounds: a token it issues meanwhile can expire early, by at most about as
+    // long as that server kept running, unless a current server rotates it first.
     r#"
 DROP TRIGGER access_tokens_keep_grant;
 DROP TRIGGER refresh_tokens_keep_grant;
