@@ -6,10 +6,10 @@ use reqwest::StatusCode;
 use tessera_server::limits::Bucket;
 use tessera_testkit::{ClientSpec, ConsentChoice, Form, TestServer};
 
-async fn cc_client(server: &TestServer) -> tessera_testkit::TestClient {
+async fn cc_client(server: &TestServer, name: &str) -> tessera_testkit::TestClient {
     server
         .client(ClientSpec {
-            name: "svc".into(),
+            name: name.into(),
             grant_types: Some("client_credentials".into()),
             ..Default::default()
         })
@@ -27,7 +27,7 @@ async fn bad_client_credentials_storm_gets_429_then_recovers() {
         s.rate_limits.client_auth_failure_cost = 5;
     })
     .await;
-    let client = cc_client(&server).await;
+    let client = cc_client(&server, "svc").await;
     let form = [("grant_type", "client_credentials")];
     let mut statuses = Vec::new();
     for _ in 0..5 {
@@ -82,15 +82,9 @@ async fn a_blocked_address_is_refused_at_every_client_endpoint_and_only_there() 
         s.rate_limits.client_auth_failure_cost = 10;
     })
     .await;
-    let client = cc_client(&server).await;
+    let client = cc_client(&server, "svc").await;
     // Another client, whose own id is not blocked: what refuses it is its address.
-    let other = server
-        .client(ClientSpec {
-            name: "another svc".into(),
-            grant_types: Some("client_credentials".into()),
-            ..Default::default()
-        })
-        .await;
+    let other = cc_client(&server, "another svc").await;
     // The first failure fits the burst; the second overdraws it and blocks the address.
     for _ in 0..2 {
         let (status, _, _) = server
@@ -136,7 +130,7 @@ async fn a_blocked_address_is_refused_at_every_client_endpoint_and_only_there() 
 #[tokio::test]
 async fn defaults_leave_a_client_test_suite_alone() {
     let server = TestServer::start().await;
-    let client = cc_client(&server).await;
+    let client = cc_client(&server, "svc").await;
     let form = [("grant_type", "client_credentials")];
     for i in 0..400 {
         let basic = if i % 10 == 0 {
@@ -164,7 +158,7 @@ async fn spoofed_forwarded_for_does_not_evade_the_limit() {
         s.rate_limits.client_auth_failure_cost = 5;
     })
     .await;
-    let client = cc_client(&server).await;
+    let client = cc_client(&server, "svc").await;
     let mut last = StatusCode::OK;
     for i in 0..3 {
         let resp = server
