@@ -156,11 +156,13 @@ async fn measure(args: &Args, targets: &[Target]) -> Result<Results> {
                     }
                 };
                 eprintln!(
-                    "round {round} {s:<13} {:<16} {:>9.0}/s p50 {:>7.2} ms p99 {:>7.2} ms errors {}{}",
+                    "round {round} {s:<13} {:<16} {:>9.0}/s p50 {:>7.2} ms p99 {:>7.2} ms cpu {:>6} µs/op errors {}{}",
                     t.label,
                     m.per_second(),
                     m.quantile_ms(0.5),
                     m.quantile_ms(0.99),
+                    m.server_cpu_us_per_op
+                        .map_or("–".to_owned(), |c| format!("{c:.1}")),
                     m.errors,
                     if m.error_samples.is_empty() {
                         String::new()
@@ -176,6 +178,7 @@ async fn measure(args: &Args, targets: &[Target]) -> Result<Results> {
                         "p50_ms": m.quantile_ms(0.5), "p99_ms": m.quantile_ms(0.99),
                         "max_ms": m.latency.max() as f64 / 1000.0,
                         "peak_rss_mib": m.peak_rss_mib,
+                        "server_cpu_us_per_op": m.server_cpu_us_per_op,
                     });
                     writeln!(f, "{line}")?;
                 }

@@ -20,6 +20,7 @@ pub struct Row {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub errors: u64,
+    pub server_cpu_us_per_op: Option<f64>,
 }
 
 pub fn median(mut xs: Vec<f64>) -> Option<f64> {
@@ -66,6 +67,9 @@ impl Results {
             p99_ms: median(ms.iter().map(|m| m.quantile_ms(0.99)).collect())?,
             errors: ms.iter().map(|m| m.errors).sum(),
             peak_rss_mib: ms.iter().filter_map(|m| m.peak_rss_mib).reduce(f64::max),
+            server_cpu_us_per_op: median(
+                ms.iter().filter_map(|m| m.server_cpu_us_per_op).collect(),
+            ),
         })
     }
 
@@ -90,9 +94,9 @@ impl Results {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "| scenario | target | req/s (median) | p50 ms | p99 ms | errors | peak RSS MiB |"
+            "| scenario | target | req/s (median) | p50 ms | p99 ms | errors | peak RSS MiB | server CPU µs/op |"
         );
-        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|");
+        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|");
         let scenarios: Vec<Scenario> = {
             let mut v: Vec<Scenario> = self.by.keys().map(|(s, _)| *s).collect();
             v.dedup();
@@ -103,12 +107,14 @@ impl Results {
                 if let Some(r) = self.row(*s, t) {
                     let _ = writeln!(
                         out,
-                        "| {s} | {t} | {:.0} | {:.2} | {:.2} | {} | {} |",
+                        "| {s} | {t} | {:.0} | {:.2} | {:.2} | {} | {} | {} |",
                         r.per_second,
                         r.p50_ms,
                         r.p99_ms,
                         r.errors,
-                        r.peak_rss_mib.map_or("–".to_owned(), |m| format!("{m:.1}"))
+                        r.peak_rss_mib.map_or("–".to_owned(), |m| format!("{m:.1}")),
+                        r.server_cpu_us_per_op
+                            .map_or("–".to_owned(), |c| format!("{c:.1}"))
                     );
                 }
             }
@@ -168,6 +174,7 @@ mod tests {
             latency: h,
             error_samples: vec![],
             peak_rss_mib: None,
+            server_cpu_us_per_op: Some(latency_us as f64 / 10.0),
         }
     }
 
@@ -194,7 +201,7 @@ mod tests {
         assert!(r.ratio(Scenario::Refresh, "tessera", "ceiling").is_none());
         let table = r.table(Some("tessera"));
         assert!(
-            table.contains("| cc | tessera | 300 | 0.50 | 0.50 | 0 | – |"),
+            table.contains("| cc | tessera | 300 | 0.50 | 0.50 | 0 | – | 50.0 |"),
             "{table}"
         );
         assert!(table.contains("| jwks | 0.900* |"), "{table}");

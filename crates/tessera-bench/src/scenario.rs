@@ -120,6 +120,10 @@ pub struct Measurement {
     pub error_samples: Vec<String>,
     /// The server's peak RSS during this measurement (setup excluded), when known.
     pub peak_rss_mib: Option<f64>,
+    /// The server's CPU time (all threads, user and system) over the measured window,
+    /// per successful operation, in microseconds. Unlike throughput it hardly moves
+    /// between runs on a busy VM, so it shows small changes that req/s noise hides.
+    pub server_cpu_us_per_op: Option<f64>,
 }
 
 impl Measurement {
@@ -634,6 +638,14 @@ pub async fn run(
     let measure_from = start + warmup;
     let stop_at = measure_from + duration;
     let timing = Arc::new((measure_from, stop_at));
+    let pid = target.pid;
+    let server_cpu = tokio::spawn(async move {
+        let pid = pid?;
+        tokio::time::sleep_until(measure_from.into()).await;
+        let from = crate::target::cpu_seconds_of(pid)?;
+        tokio::time::sleep_until(stop_at.into()).await;
+        Some(crate::target::cpu_seconds_of(pid)? - from)
+    });
     let mut tasks = Vec::with_capacity(workers.len());
     for mut w in workers {
         let timing = timing.clone();
@@ -695,7 +707,15 @@ pub async fn run(
     }
     let seconds =
         (Instant::now().min(stop_at + Duration::from_secs(1)) - measure_from).as_secs_f64();
+    // Operations counted are those started inside the window the CPU time covers.
+    let server_cpu_us_per_op = server_cpu
+        .await
+        .ok()
+        .flatten()
+        .filter(|_| ok > 0)
+        .map(|cpu| cpu * 1e6 / ok as f64);
     Ok(Measurement {
+        server_cpu_us_per_op,
         ok,
         errors,
         seconds: seconds.max(duration.as_secs_f64()),

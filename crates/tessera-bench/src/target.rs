@@ -194,6 +194,23 @@ impl Target {
     }
 }
 
+/// CPU time process `pid` has used so far (`/proc/PID/stat`), in seconds.
+pub fn cpu_seconds_of(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The kernel reports these in USER_HZ, which is 100 on every Linux architecture.
+    cpu_ticks_from_stat(&stat).map(|ticks| ticks as f64 / 100.0)
+}
+
+/// utime + stime (fields 14 and 15) of a `/proc/PID/stat` line. The command name (field
+/// 2) may itself hold spaces and parentheses, so fields are counted from its last `)`.
+fn cpu_ticks_from_stat(stat: &str) -> Option<u64> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after_name.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
 /// SIGTERM (graceful), then SIGKILL if the process is still there after 5 s.
 async fn terminate(child: &mut Child) {
     if let Some(pid) = child.id() {
@@ -427,4 +444,34 @@ pub async fn start_tessera(l: TesseraLaunch<'_>) -> Result<Target> {
     t.ready_ms = Some(ready_ms);
     t.child = Some(child);
     Ok(t)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn cpu_ticks_are_user_plus_system_counted_past_the_command_name() {
+        // A real line's shape; the command name holds a space and a parenthesis.
+        let stat = "4242 (tokio (rt) x) S 1 4242 4242 0 -1 4194560 1234 0 0 0 \
+                    731 269 0 0 20 0 5 0 12345 100000 2000 18446744073709551615";
+        assert_eq!(cpu_ticks_from_stat(stat), Some(1000));
+        assert_eq!(cpu_ticks_from_stat("4242 (x) S 1 2"), None);
+        assert_eq!(cpu_ticks_from_stat("no name here"), None);
+    }
+
+    #[test]
+    fn this_process_has_used_some_cpu_and_the_count_only_grows() {
+        let me = std::process::id();
+        let before = cpu_seconds_of(me).expect("own /proc/PID/stat");
+        let mut x = 0u64;
+        let t = std::time::Instant::now();
+        while t.elapsed() < std::time::Duration::from_millis(60) {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+        let after = cpu_seconds_of(me).unwrap();
+        assert!(after >= before + 0.03, "{before} → {after}");
+        assert!(cpu_seconds_of(u32::MAX).is_none());
+    }
 }
