@@ -715,13 +715,13 @@ pub async fn run(
         .filter(|_| ok > 0)
         .map(|cpu| cpu * 1e6 / ok as f64);
     Ok(Measurement {
-        server_cpu_us_per_op,
         ok,
         errors,
         seconds: seconds.max(duration.as_secs_f64()),
         latency,
         error_samples,
         peak_rss_mib: target.peak_rss_mib(),
+        server_cpu_us_per_op,
     })
 }
 
