@@ -965,10 +965,23 @@ async fn a_grant_outlives_every_token_issued_under_it(store: &dyn Store) {
         "retry within the window"
     );
 
+    // Under a stored grant, an issuance whose access token outlives the refresh token
+    // beside it.
+    let lopsided = grant(&c.id, &u.id);
+    let opening = expiring(issuance(&lopsided, true), NOW + 100, NOW + 100);
+    must(store.issue(&opening).await, "issue");
+    let skewed = expiring(issuance(&lopsided, false), prune_at + 3600, NOW + 100);
+    must(store.issue(&skewed).await, "issue");
+
     prune_everything_expired(store, prune_at).await;
     check!(
         must(store.get_refresh_token(&old).await, "get").is_none(),
         "the chain's expired first refresh token is pruned"
+    );
+    let at = must(store.get_access_token(&skewed.access.hash).await, "get");
+    check!(
+        at.map(|a| a.revoked) == Some(false),
+        "an access token that outlives its refresh token keeps its grant through the janitor"
     );
     let second_rt = second.refresh.as_ref().map(|r| r.hash).unwrap_or_default();
     let live = must(store.get_refresh_token(&second_rt).await, "get");
