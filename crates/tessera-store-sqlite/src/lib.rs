@@ -803,10 +803,10 @@ fn insert_access_token_row(conn: &Connection, a: &AccessToken) -> StoreResult<()
     Ok(())
 }
 
-/// Keeps a grant's bound on the expiry of its tokens (migrations 7 and 8), after every
-/// token insert: a token that outlives the bound raises it to one more token lifetime
-/// beyond the token, so a refresh chain writes its grant's row once per lifetime rather
-/// than per rotation.
+/// Keeps a grant's bound on the expiry of its tokens (migrations 7 and 8), after the token
+/// inserts of each step: a token that outlives the bound raises it to one more token
+/// lifetime beyond the token, so a refresh chain writes its grant's row once per lifetime
+/// rather than per rotation.
 fn raise_grant_bound(
     conn: &Connection,
     grant_id: &str,
