@@ -848,12 +848,12 @@ fn insert_issuance(conn: &Connection, iss: &Issuance) -> StoreResult<()> {
         // Two tokens of one grant: the raise for the one that expires later covers both,
         // one statement fewer in the writer per refresh and code exchange.
         Some(r) if r.grant.id == a.grant_id => {
-            let later = if r.expires_at >= a.expires_at {
+            let (issued_at, expires_at) = if r.expires_at >= a.expires_at {
                 (r.issued_at, r.expires_at)
             } else {
                 (a.issued_at, a.expires_at)
             };
-            raise_grant_bound(conn, &a.grant_id, later.0, later.1)
+            raise_grant_bound(conn, &a.grant_id, issued_at, expires_at)
         }
         Some(r) => {
             raise_grant_bound(conn, &a.grant_id, a.issued_at, a.expires_at)?;
