@@ -7,9 +7,9 @@
 # For each turn and binary: starts it with the harness's `serve-peer.sh tessera` (a fresh
 # store, provisioned as the harness does), gets CHAINS refresh tokens through the real
 # pages (`tools/tessera-refresh-tokens.py`), runs `tools/refresh-chains.mjs` (one rotating
-# chain per connection, node, as `run.sh` does) and prints req/s, p50, p99 and the
-# server's and the client's CPU µs per refresh (`/proc/PID/stat` over the measured window). At equal
-# CHAINS the CPU figure moves by about ±0.5 % between turns where req/s moves by ±3 %.
+# chain per connection, the harness's Node, as `run.sh` does) and prints req/s, p50, p99
+# and the server's and the client's CPU µs per refresh (`/proc/PID/stat` over the measured
+# window; the client's is the same code for every binary, so it shows the VM's drift).
 set -euo pipefail
 [ $# -ge 1 ] || { sed -n 2,12p "$0"; exit 2; }
 BENCH_DIR=${BENCH_DIR:-/work/shared/bench}
