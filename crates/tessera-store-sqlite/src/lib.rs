@@ -828,6 +828,8 @@ fn insert_issuance(conn: &Connection, iss: &Issuance) -> StoreResult<()> {
     insert_audit(conn, &iss.audit)?;
     let a = &iss.access;
     insert_access_token_row(conn, a)?;
+    // The access token's grant is raised for whichever of its tokens here expires later.
+    let mut bound = (a.issued_at, a.expires_at);
     if let Some(r) = &iss.refresh {
         conn.prepare_cached(
             "INSERT INTO refresh_tokens (hash, grant_id, access_token_hash, issued_at, expires_at, state)
@@ -843,24 +845,15 @@ fn insert_issuance(conn: &Connection, iss: &Issuance) -> StoreResult<()> {
             ])
         })
         .map_err(map_err)?;
-    }
-    match &iss.refresh {
-        // Two tokens of one grant: the raise for the one that expires later covers both,
-        // one statement fewer in the writer per refresh and code exchange.
-        Some(r) if r.grant.id == a.grant_id => {
-            let (issued_at, expires_at) = if r.expires_at >= a.expires_at {
-                (r.issued_at, r.expires_at)
-            } else {
-                (a.issued_at, a.expires_at)
-            };
-            raise_grant_bound(conn, &a.grant_id, issued_at, expires_at)
+        if r.grant.id != a.grant_id {
+            raise_grant_bound(conn, &r.grant.id, r.issued_at, r.expires_at)?;
+        } else if r.expires_at >= a.expires_at {
+            // Two tokens of one grant: one raise covers both, one statement fewer in the
+            // writer per refresh and code exchange.
+            bound = (r.issued_at, r.expires_at);
         }
-        Some(r) => {
-            raise_grant_bound(conn, &a.grant_id, a.issued_at, a.expires_at)?;
-            raise_grant_bound(conn, &r.grant.id, r.issued_at, r.expires_at)
-        }
-        None => raise_grant_bound(conn, &a.grant_id, a.issued_at, a.expires_at),
     }
+    raise_grant_bound(conn, &a.grant_id, bound.0, bound.1)
 }
 
 #[async_trait]

@@ -972,6 +972,12 @@ async fn a_grant_outlives_every_token_issued_under_it(store: &dyn Store) {
     must(store.issue(&opening).await, "issue");
     let skewed = expiring(issuance(&lopsided, false), prune_at + 3600, NOW + 100);
     must(store.issue(&skewed).await, "issue");
+    // And the other way round: a refresh token that outlives the access token beside it.
+    let leaning = grant(&c.id, &u.id);
+    let opening = expiring(issuance(&leaning, true), NOW + 100, NOW + 100);
+    must(store.issue(&opening).await, "issue");
+    let tall = expiring(issuance(&leaning, false), NOW + 100, prune_at + 3600);
+    must(store.issue(&tall).await, "issue");
 
     prune_everything_expired(store, prune_at).await;
     check!(
@@ -982,6 +988,12 @@ async fn a_grant_outlives_every_token_issued_under_it(store: &dyn Store) {
     check!(
         at.map(|a| a.revoked) == Some(false),
         "an access token that outlives its refresh token keeps its grant through the janitor"
+    );
+    let tall_rt = tall.refresh.as_ref().map(|r| r.hash).unwrap_or_default();
+    let live = must(store.get_refresh_token(&tall_rt).await, "get");
+    check!(
+        live.is_some_and(|r| r.is_active(prune_at)),
+        "a refresh token that outlives its access token keeps its grant through the janitor"
     );
     let second_rt = second.refresh.as_ref().map(|r| r.hash).unwrap_or_default();
     let live = must(store.get_refresh_token(&second_rt).await, "get");
