@@ -4,7 +4,8 @@
 # changes that throughput noise hides (docs/benchmarks.md, session 5).
 #
 #   ./scripts/instructions.sh BIN SCENARIO [N] [OUT]
-#   SCENARIO: cc | introspect | discovery | refresh     N: requests counted (default 2000)
+#   SCENARIO: cc | cc-jwt | introspect | discovery | refresh     N: requests counted (default 2000)
+#   (cc-jwt: client_credentials for a client whose access tokens are ES256 JWTs)
 #
 # Starts BIN on a fresh SQLite store, provisions a client and a user through the CLI as the
 # contract describes, restarts it under `valgrind --tool=callgrind`, warms up, zeroes the
@@ -28,8 +29,10 @@ refresh_token() { CLIENT_ID=$CID CLIENT_SECRET=$SEC TESSERA_PASSWORD=$PW "$TOOLS
 serve env
 PW=$(python3 -c 'import secrets; print(secrets.token_urlsafe(16))')
 echo "$PW" | "$BIN" user create --database "sqlite://$D/t.db" --username bench --password-stdin >/dev/null
+FORMAT=(); [ "$SCEN" = cc-jwt ] && FORMAT=(--access-token-format jwt)
 J=$("$BIN" client create --database "sqlite://$D/t.db" --name bench --redirect-uri http://127.0.0.1:9/cb \
-    --grant-types client_credentials,authorization_code,refresh_token --scopes "openid offline_access" --skip-consent --json)
+    --grant-types client_credentials,authorization_code,refresh_token --scopes "openid offline_access" --skip-consent \
+    "${FORMAT[@]}" --json)
 CID=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["client_id"])' <<<"$J")
 SEC=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["client_secret"])' <<<"$J")
 kill "$P"; wait "$P" || true
@@ -48,7 +51,7 @@ def post(path, body):
     return json.loads(d) if d else None
 tok = post("/oauth2/token", "grant_type=client_credentials")["access_token"] if scen == "introspect" else None
 for _ in range(n):
-    if scen == "cc": post("/oauth2/token", "grant_type=client_credentials")
+    if scen in ("cc", "cc-jwt"): post("/oauth2/token", "grant_type=client_credentials")
     elif scen == "introspect": post("/oauth2/introspect", "token=" + tok)
     elif scen == "discovery":
         c.request("GET", "/.well-known/openid-configuration"); r = c.getresponse(); r.read()
