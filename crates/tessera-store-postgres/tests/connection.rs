@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use sqlx::Connection;
-use tessera_store::StoreError;
+use tessera_store::{Store, StoreError};
 use tessera_store_postgres::{PostgresOptions, PostgresStore, TlsMode, TlsOptions};
 
 fn database_url() -> String {
@@ -260,5 +260,55 @@ async fn every_connection_cancels_statements_that_outlive_the_timeout() {
     // 57014 query_canceled, which the store reports as Unavailable.
     assert_eq!(code.as_deref(), Some("57014"), "{err}");
     assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    store.close().await;
+}
+
+/// Ends, from another session, every session whose `application_name` is `name`; how many.
+async fn terminate_sessions_named(name: &str) -> i64 {
+    let mut conn = sqlx::PgConnection::connect(&database_url()).await.unwrap();
+    let ended: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                               WHERE application_name = $1 AND pid <> pg_backend_pid()) t",
+    )
+    .bind(name)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+    ended
+}
+
+#[tokio::test]
+async fn connections_the_database_dropped_while_idle_are_replaced_without_a_failed_step() {
+    let schema = TestSchema::new();
+    // The store's sessions carry a name of their own, so that only they are ended below
+    // (other tests share the server).
+    let app = format!("{}_pool", schema.name);
+    let sep = if database_url().contains('?') {
+        '&'
+    } else {
+        '?'
+    };
+    let url = format!("{}{sep}application_name={app}", database_url());
+    let store = PostgresStore::connect_with(&url, schema.options(TlsOptions::default()))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        store.ping().await.unwrap();
+        assert!(store.get_client("nobody").await.unwrap().is_none());
+        assert!(
+            terminate_sessions_named(&app).await >= 1,
+            "the store keeps a pooled session"
+        );
+        // Idle past the window: the pool checks the connection before handing it out,
+        // finds it closed, and opens another instead of failing the step.
+        tokio::time::sleep(tessera_store_postgres::PING_IF_IDLE_FOR * 2).await;
+        assert!(store.get_client("nobody").await.unwrap().is_none());
+        let name: String = sqlx::query_scalar("SELECT current_setting('application_name')")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(name, app, "the new session is the store's own");
+    }
     store.close().await;
 }
